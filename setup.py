@@ -1,5 +1,6 @@
 """Package set-up driven by settings.ini (nbdev 2 layout)."""
 from configparser import ConfigParser
+import os
 import setuptools
 
 config = ConfigParser(delimiters=['='])
@@ -19,5 +20,9 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['lcc_nb', 'lcc_nb.*']),
     include_package_data=True, install_requires=requirements, extras_require=extras,
     python_requires='>=' + cfg['min_python'], zip_safe=False,
+    keywords=cfg['keywords'].split(), url=cfg['git_url'],
+    classifiers=['Programming Language :: Python :: 3', 'License :: OSI Approved :: Apache Software License'],
+    long_description=open('README.md', encoding='utf-8').read() if os.path.exists('README.md') else cfg['description'],
+    long_description_content_type='text/markdown',
     entry_points={'console_scripts': console_scripts, 'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
 )
