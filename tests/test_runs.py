@@ -1,0 +1,83 @@
+"Papermill runs, resumable sweeps and the `run`/`sweep` CLI."
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lcc_nb.runs import run_notebook, sweep, list_run_notebooks, notebook_parameters, RunError
+from lcc_nb.core import ChoiceError
+
+CLI = os.path.join(os.path.dirname(sys.executable), "lcc_nb")
+
+def slow_notebook(path, log):
+    "A run notebook that sleeps, then appends its parameters to `log` and writes metrics.json."
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("a = 1\nb = 1\nsleep = 0.0\nout_dir = 'out'", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(
+                    "import json, os, time\ntime.sleep(sleep)\n"
+                    f"open({str(log)!r}, 'a').write(f'{{a}},{{b}}\\n')\n"
+                    "os.makedirs(out_dir, exist_ok=True)\n"
+                    "json.dump({'score': a * 10 + b}, open(os.path.join(out_dir, 'metrics.json'), 'w'))")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+def test_sweep_interrupted_and_resumed(tmp_path):
+    log = tmp_path/"executions.log"
+    nb = slow_notebook(tmp_path/"slow.ipynb", log)
+    out = tmp_path/"sweep"
+    code = (f"from lcc_nb.runs import sweep; sweep({str(nb)!r}, {{'a': [1, 2], 'b': [3, 4]}}, {str(out)!r}, "
+            "base_params={'sleep': 1.5})")
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    deadline = time.time() + 120
+    first_done = lambda: any(out.glob("run-000_*/.done"))
+    while time.time() < deadline and not first_done(): time.sleep(0.1)
+    time.sleep(0.5)  # the second run is now inside its 1.5 s sleep: kill it mid-way
+    os.killpg(proc.pid, signal.SIGKILL); proc.wait()
+    finished_before = log.read_text().splitlines()
+    assert finished_before == ['1,3'], finished_before
+    table = sweep(nb, {"a": [1, 2], "b": [3, 4]}, out, base_params={"sleep": 1.5})
+    executions = log.read_text().splitlines()
+    assert len(table) == 4 and sorted(table["score"]) == [13, 14, 23, 24]
+    assert sorted(executions) == ["1,3", "1,4", "2,3", "2,4"], "every run executed exactly once"
+    assert (out/"sweep.csv").exists()
+
+def test_unknown_parameter_rejected_before_running(tmp_path):
+    nb = slow_notebook(tmp_path/"slow.ipynb", tmp_path/"log")
+    with pytest.raises(ChoiceError, match="Valid choices: 'a', 'b', 'sleep', 'out_dir'"):
+        run_notebook(nb, {"c": 1}, tmp_path/"out")
+    assert not (tmp_path/"log").exists()
+
+def test_cli_run_and_sweep(tmp_path):
+    nb = slow_notebook(tmp_path/"slow.ipynb", tmp_path/"log")
+    res = subprocess.run([CLI, "run", str(nb), "-p", "a", "5", "--out-dir", str(tmp_path/"r")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path/"r"/"metrics.json").read_text())["score"] == 51
+    res = subprocess.run([CLI, "sweep", str(nb), "--grid", "a=1,2", "--out-dir", str(tmp_path/"s")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "11" in res.stdout and "21" in res.stdout
+    res = subprocess.run([CLI, "run", str(nb), "-p", "nope", "1"], capture_output=True, text=True)
+    assert res.returncode == 2 and "nope" in res.stderr
+
+# Metrics every run notebook must report in smoke mode (names from issue 9).
+EXPECTED_METRICS = {
+    "quickstart": {"nmi", "ari", "acc", "seconds"},
+    "train_lcc": {"test_acc", "mc_fraction", "nmi", "seconds"},
+    "llc_calibration": {"llc_mean", "llc_std", "seconds"},
+    "llc_checkpoints": {"llc_mean", "llc_std", "seconds"},
+    "deepcluster": {"nmi", "ari", "acc", "seconds"},
+    "contrastive_disentangling": {"nmi_backbone", "nmi_heads", "seconds"},
+    "llb": {"test_acc", "seconds"},
+    "explore_latents": {"nmi", "seconds"},
+}
+
+@pytest.mark.parametrize("name", list_run_notebooks())
+def test_run_notebook_smoke(name, tmp_path):
+    params = notebook_parameters(name)
+    for key in ("smoke", "out_dir", "dataset", "root"): assert key in params, f"{name} lacks parameter {key!r}"
+    assert params["dataset"] == "digits"
+    metrics = run_notebook(name, {"smoke": True}, tmp_path/name)
+    missing = EXPECTED_METRICS.get(name, {"seconds"}) - set(metrics)
+    assert not missing, f"{name}: metrics.json lacks {missing}; has {sorted(metrics)}"
+    assert any(p.suffix == ".html" for p in (tmp_path/name).iterdir()), f"{name} wrote no HTML figure"
