@@ -1,0 +1,137 @@
+"DeepCluster end to end on digits: the headline (pseudo-labels beat the baselines), both contrastive strategies, CLI, resume."
+import dataclasses, json, math, os, subprocess, sys
+from dataclasses import fields
+
+import numpy as np
+import pytest
+import torch
+
+from lcc_nb.clustering import kmeans
+from lcc_nb.data import get_dataset
+from lcc_nb.deepcluster import DeepClusterConfig, build_deepcluster, run_deepcluster, train_config
+from lcc_nb.train import Plugin, Trainer
+from lcc_nb.metrics import nmi
+
+# The digits configuration measured for the headline (lcc/small_cnn from config, random weights, CPU).
+# pca_dim=16: whitening all 128 feature dimensions amplifies noise directions and the pseudo-labels do not improve;
+# 16 whitened components let them rise steadily (measured: pca_dim 128 → no gain, 32 → 0.74→0.76–0.83, 16 → 0.63→0.83).
+DIGITS = dict(dataset="digits", arch="lcc/small_cnn", k=10, pca_dim=16, epochs=10, batch_size=64, min_crop_scale=0.5,
+              hflip=False, progress=False, seed=0)
+
+
+def raw_pixel_nmi(seeds=(0, 1, 2)) -> float:
+    "Best NMI of k-means (k=10) on the raw 64 pixels of the digits training split, over a few seeds."
+    ds = get_dataset("digits", "train")
+    pixels = np.stack([ds[i][0].numpy().ravel() for i in range(len(ds))])
+    return max(nmi(ds.targets, kmeans(pixels, 10, seed=s).labels) for s in seeds)
+
+
+def test_headline_pseudo_labels_beat_baselines_and_stabilise():
+    metrics = run_deepcluster(DeepClusterConfig(**DIGITS))
+    history = metrics["history"]
+    raw = raw_pixel_nmi()
+    consecutive = [row["nmi_prev"] for row in history[-3:]]
+    print(f"initial {metrics['initial_nmi']:.3f} final {metrics['nmi']:.3f} raw pixels {raw:.3f} consecutive {consecutive}")
+    # Measured (CPU, this configuration; the test runs seed 0):
+    #   seed 0: untrained-network NMI (epoch 0's pseudo-labels) 0.63 → final 0.826; consecutive NMI 0.61 at epoch 1,
+    #           0.92 / 0.92 / 0.96 over the last three epochs;
+    #   seeds 1, 2 (not run here): 0.77 → 0.834 and 0.68 → 0.822; last consecutive NMIs 0.91–0.95 and 0.77–0.80;
+    #   k-means (k=10) on raw pixels: 0.735 / 0.718 / 0.757 for seeds 0 / 1 / 2.
+    # Thresholds with room for platform differences (float order, BLAS threads) that still fail when training does not
+    # help: +0.10 over the untrained features (measured +0.20), +0.03 over the best raw-pixel seed (measured +0.07),
+    # consecutive assignments agreeing (> 0.8, measured ≥ 0.92) and clearly more than at the first re-clustering.
+    assert metrics["nmi"] > metrics["initial_nmi"] + 0.10
+    assert metrics["nmi"] > raw + 0.03
+    assert min(consecutive) > 0.8 and np.mean(consecutive) > history[1]["nmi_prev"] + 0.15
+    assert not metrics["collapsed"] and metrics["clusters_empty"] == 0
+
+
+@pytest.mark.parametrize("contrastive", ["supcon", "two_views"])
+def test_contrastive_strategies_train_without_collapse(contrastive):
+    metrics = run_deepcluster(DeepClusterConfig(**{**DIGITS, "epochs": 2, "contrastive": contrastive}))
+    last = metrics["history"][-1]
+    print(contrastive, {k: round(v, 3) for k, v in last.items() if k.startswith(("train_", "nmi", "largest"))})
+    assert math.isfinite(last["train_loss"]) and last["train_contrastive"] > 0
+    assert last["train_loss"] > last["train_ce"]                       # the contrastive term is part of the loss
+    assert not metrics["collapsed"] and metrics["largest_cluster_fraction"] < 0.3 and metrics["clusters_non_empty"] == 10
+    assert metrics["nmi"] > 0.5                                         # pseudo-labels stay informative
+
+
+def _deepcluster_help() -> str:
+    from lcc_nb.cli import build_parser
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sub.choices["deepcluster"].format_help()
+
+
+def test_cli_help_documents_every_option():
+    text = _deepcluster_help()
+    for f in fields(DeepClusterConfig):
+        flag = "--model-option" if f.name == "model_options" else "--" + f.name.replace("_", "-")
+        assert flag in text, flag
+    assert "strategy 1" in text and "strategy 2" in text
+
+
+def test_cli_run_writes_metrics_then_resumes(tmp_path):
+    from lcc_nb.cli import main
+    args = ["--arch", "lcc/small_cnn", "--k", "5", "--pca-dim", "8", "--batch-size", "128", "--no-progress", "--out-dir", str(tmp_path)]
+    lcc_nb = os.path.join(os.path.dirname(sys.executable), "lcc_nb")
+    first = subprocess.run([lcc_nb, "deepcluster", *args, "--epochs", "1"], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["epochs"] == 1
+    main(["deepcluster", *args, "--epochs", "2", "--resume"])
+    saved = json.loads((tmp_path/"deepcluster_metrics.json").read_text())
+    assert saved["epochs"] == 2 and len(saved["history"]) == 2
+    assert "nmi_prev" in saved["history"][1]            # the previous epoch's labels came back from the checkpoint
+    with pytest.raises(SystemExit) as exit_info: main(["deepcluster", "--contrastive", "views"])
+    assert exit_info.value.code == 2
+
+
+class CrashAt(Plugin):
+    "Simulates a killed run: raises after optimizer step `step`."
+    def __init__(self, step): self.step = step
+    def after_step(self, trainer):
+        if trainer.step == self.step: raise KeyboardInterrupt(f"crash at step {self.step}")
+
+
+def _run_two_epochs(out_dir, crash_at=None, resume=False):
+    "2 epochs of 12 steps, checkpoints every 4 steps; returns (model, plugin) — or None when it crashed."
+    config = DeepClusterConfig(**{**DIGITS, "epochs": 2, "k": 5, "pca_dim": 8, "batch_size": 128, "out_dir": str(out_dir), "resume": resume})
+    model, plugin, _ = build_deepcluster(config)
+    loop = dataclasses.replace(train_config(config), every_n_steps=4)
+    trainer = Trainer(model, plugin.train_data, config=loop, plugins=[plugin] + ([CrashAt(crash_at)] if crash_at else []))
+    try: trainer.fit()
+    except KeyboardInterrupt: return None
+    return model, plugin
+
+
+def test_resume_mid_epoch_reuses_pseudo_labels_and_head(tmp_path):
+    reference_model, reference = _run_two_epochs(tmp_path/"reference")
+    assert _run_two_epochs(tmp_path/"crashed", crash_at=18) is None      # last checkpoint: step 16, mid-epoch 2
+    model, plugin = _run_two_epochs(tmp_path/"crashed", resume=True)
+    np.testing.assert_array_equal(plugin.labels, reference.labels)
+    for name, value in reference.head.state_dict().items(): assert torch.equal(value, plugin.head.state_dict()[name]), name
+    for name, value in reference_model.state_dict().items(): assert torch.equal(value, model.state_dict()[name]), name
+
+
+class HeadProbe(Plugin):
+    "Records, at each epoch start, the DeepCluster head object and how many parameters its new optimizer has state for."
+    def __init__(self, plugin): self.plugin, self.heads, self.optimizer_states = plugin, [], []
+    def on_epoch_start(self, trainer): self.heads.append(self.plugin.head)
+    def optimizers(self, trainer):
+        self.optimizer_states.append(len(self.plugin.head_optimizer.state))
+        return []
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_head_and_top_optimizer_fresh_or_kept(keep):
+    "Default: a new head and a fresh top-layer optimizer each epoch; remove_head=False / reassign_top_optimizer=False keep them."
+    config = DeepClusterConfig(**{**DIGITS, "epochs": 2, "k": 5, "pca_dim": 8, "batch_size": 128, "top_momentum": 0.9,
+                                  "remove_head": not keep, "reassign_top_optimizer": not keep})
+    model, plugin, _ = build_deepcluster(config)
+    probe = HeadProbe(plugin)
+    trainer = Trainer(model, plugin.train_data, config=train_config(config), plugins=[plugin, probe])
+    trainer.fit()
+    assert (probe.heads[0] is probe.heads[1]) == keep
+    assert probe.optimizer_states == ([0, 2] if keep else [0, 0])        # momentum of weight and bias carried over
+    assert len(trainer.history) == 2 and "nmi_prev" in trainer.history[1]
