@@ -1,0 +1,164 @@
+"Tests of lcc_nb.llc that do not fit in the notebook: kill-and-resume, longer accuracy runs, the command line."
+import importlib.util, json, math, os, signal, subprocess, sys, textwrap, time, types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from lcc_nb import llc
+from lcc_nb.core import load_checkpoint, load_state_dict_checked
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+RUN_CHECKPOINTS = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    import torch, torch.nn.functional as F
+    from torch import nn
+    from lcc_nb.core import save_checkpoint
+    from lcc_nb.llc import llc_over_checkpoints
+    from lcc_nb.testing import toy_blobs, tensor_loader
+    torch.set_num_threads(1)
+    factory = lambda: nn.Sequential(nn.Linear(4, 32), nn.Tanh(), nn.Linear(32, 3))
+    x, y = toy_blobs(200, 3, 4, std=1.5)
+    loader = tensor_loader(x, y, batch_size=32)
+    settings = dict(loss_fn=F.cross_entropy, epsilon=1e-4, gamma=100.0, num_chains=4, num_draws=80)
+    if __name__ == "__main__":
+        ckpt_dir, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
+        if not ckpt_dir.exists():
+            for step in range(0, 80, 10):
+                torch.manual_seed(step)
+                save_checkpoint({"model": factory().state_dict(), "step": step, "epoch": 0}, ckpt_dir)
+        table = llc_over_checkpoints(ckpt_dir, factory, loader, out_dir=out_dir, progress=False, **settings)
+        print("TABLE" + table.to_json(orient="records"))
+""")
+
+def _run_script(script, *args, **popen_kw):
+    return subprocess.Popen([sys.executable, str(script), *map(str, args)], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen_kw)
+
+def _table(proc) -> list:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return json.loads(out.split("TABLE", 1)[1])
+
+def test_llc_over_checkpoints_resumes_after_kill(tmp_path):
+    script = tmp_path / "run.py"; script.write_text(RUN_CHECKPOINTS)
+    ckpts, out = tmp_path / "ckpts", tmp_path / "llc"
+    proc = _run_script(script, ckpts, out)
+    deadline = time.time() + 240
+    while len(list(out.glob("step-*.json"))) < 2 and proc.poll() is None and time.time() < deadline: time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL); proc.wait()
+    done_before = {p.name: (p.stat().st_mtime_ns, p.read_text()) for p in out.glob("step-*.json")}
+    assert 2 <= len(done_before) < 8, f"the kill did not land mid-way ({len(done_before)} of 8 done)"
+
+    resumed = _table(_run_script(script, ckpts, out))
+    assert [r["step"] for r in resumed] == list(range(0, 80, 10))
+    reused = {Path(r["result_file"]).name for r in resumed if r["reused"]}
+    assert reused == set(done_before)                                  # finished checkpoints were skipped ...
+    for name, (mtime, text) in done_before.items():                    # ... and their files left untouched
+        assert (out / name).stat().st_mtime_ns == mtime and (out / name).read_text() == text
+
+    # the results equal a fresh estimate of the same checkpoints (one finished before the kill, one after the resume)
+    spec = importlib.util.spec_from_file_location("llc_resume_script", script)
+    run = importlib.util.module_from_spec(spec); spec.loader.exec_module(run)
+    torch.set_num_threads(1)
+    after = next(r for r in resumed if not r["reused"])
+    for name in (sorted(done_before)[0], Path(after["result_file"]).name):
+        model = load_state_dict_checked(run.factory(), load_checkpoint(ckpts / name.replace(".json", ".pt"))["model"])
+        fresh = llc.estimate_llc(model, run.loader, **run.settings)
+        saved = llc.LLCResult.from_dict(json.loads((out / name).read_text())["result"])
+        np.testing.assert_allclose(saved.per_chain, fresh.per_chain, rtol=1e-6)
+        np.testing.assert_allclose(saved.loss_trace, fresh.loss_trace, rtol=1e-6)
+        assert saved.init_loss == pytest.approx(fresh.init_loss, rel=1e-9)
+
+def test_normal_crossing_long_chains():
+    "At nβ = 1000, γ = 1 the tempered LLC of w₁²w₂⁴ is 0.225 (λ = 1/4): the estimate must match it."
+    torch.set_num_threads(1)
+    x = torch.randn(100, 1, generator=torch.Generator().manual_seed(0)); x = x / x.pow(2).mean().sqrt()
+    loader = DataLoader(TensorDataset(x, torch.zeros(100, 1)), batch_size=100)
+    res = llc.estimate_llc(llc.NormalCrossing((1, 2)), loader, loss_fn=F.mse_loss, epsilon=5e-4, gamma=1.0, nbeta=1000.0,
+                           num_chains=32, num_draws=1500, num_burnin=800)
+    truth = llc.normal_crossing_tempered_llc(1000.0, 1.0)
+    standard_error = res.std / math.sqrt(32)
+    assert abs(res.mean - truth) < 4 * standard_error + 0.05 * truth, (res.mean, standard_error, truth)
+    assert abs(res.mean - 0.25) < 0.06 and res.mala_acceptance > 0.9
+
+def test_regular_model_with_more_weights():
+    "Linear regression with d = 12: the estimate matches the exact expectation, which is close to d/2 = 6."
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(1)
+    n, d = 400, 12
+    x = torch.randn(n, d, generator=g); y = x @ torch.randn(d, generator=g) + 0.3 * torch.randn(n, generator=g)
+    model = torch.nn.Linear(d, 1, bias=False)
+    with torch.no_grad(): model.weight.copy_(torch.linalg.lstsq(x, y[:, None]).solution.T)
+    loader = DataLoader(TensorDataset(x, y[:, None]), batch_size=n)
+    res = llc.estimate_llc(model, loader, loss_fn=F.mse_loss, epsilon=5e-4, gamma=1.0, num_chains=16, num_draws=600,
+                           num_burnin=100)
+    eigs = torch.linalg.eigvalsh((2 * x.T @ x / n).double()).numpy()
+    exact = llc.quadratic_expected_llc(eigs, res.nbeta, 1.0, 5e-4, draw_steps=range(100, 700))
+    assert abs(res.mean - exact) < 4 * res.std / math.sqrt(16), (res.mean, exact)
+    assert abs(exact - d / 2) < 0.15 * d / 2
+
+# ---- command line -------------------------------------------------------------------------------------------------
+
+class _Digits(torch.utils.data.Dataset):
+    "A stand-in for lcc_nb.data's digits: 120 scikit-learn digits as (1, 8, 8) tensors in [0, 1]."
+    classes = list(range(10))
+    def __init__(self):
+        from sklearn.datasets import load_digits
+        d = load_digits()
+        self.x = torch.tensor(d.images[:120] / 16, dtype=torch.float32)[:, None]; self.y = d.target[:120]
+    def __len__(self): return len(self.y)
+    def __getitem__(self, i): return self.x[i], int(self.y[i])
+
+@pytest.fixture
+def fake_pipeline(monkeypatch):
+    "get_model / get_dataset stand-ins, so the llc commands are tested whatever the state of lcc_nb.models / lcc_nb.data."
+    from lcc_nb.testing import TinyCNN
+    fakes = {"lcc_nb.models": ("get_model", lambda name, num_classes, **kw: TinyCNN(1, num_classes, width=4)),
+             "lcc_nb.data": ("get_dataset", lambda name, split="train", root=None, **kw: _Digits())}
+    for module_name, (attr, fake) in fakes.items():
+        try: monkeypatch.setattr(importlib.import_module(module_name), attr, fake)
+        except ImportError: monkeypatch.setitem(sys.modules, module_name, types.SimpleNamespace(**{attr: fake}))
+
+def _llc_main(argv):
+    "Parse and run `lcc_nb llc ...` with only this module's commands registered."
+    import argparse
+    parser = argparse.ArgumentParser(prog="lcc_nb"); llc.register_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+SMALL = ["--num-chains", "2", "--num-draws", "8", "--batch-size", "16"]
+
+def test_cli_estimate_calibrate_checkpoints(tmp_path, fake_pipeline):
+    import pandas as pd
+    from lcc_nb.core import save_checkpoint
+    from lcc_nb.testing import TinyCNN
+    _llc_main(["llc", "estimate", "--model", "x", "--epsilon", "1e-4", "--gamma", "100", "--out-dir", str(tmp_path/"est"), *SMALL])
+    assert llc.LLCResult.load(tmp_path/"est/llc.json").loss_trace.shape == (2, 8) and (tmp_path/"est/llc_trace.html").exists()
+    _llc_main(["llc", "calibrate", "--model", "x", "--epsilons", "1e-5", "1e-4", "--out-dir", str(tmp_path/"cal"), *SMALL])
+    assert len(pd.read_csv(tmp_path/"cal/calibration.csv")) == 2 and (tmp_path/"cal/calibration_heatmaps.html").exists()
+    for step in (15, 5):
+        torch.manual_seed(step); save_checkpoint({"model": TinyCNN(1, 10, width=4).state_dict(), "step": step, "epoch": 0}, tmp_path/"ck")
+    _llc_main(["llc", "checkpoints", "--model", "x", "--checkpoint-dir", str(tmp_path/"ck"), "--epsilon", "1e-4",
+               "--gamma", "100", "--test-split", "test", *SMALL])
+    table = pd.read_csv(tmp_path/"ck/llc/llc_over_training.csv")
+    assert table["step"].tolist() == [5, 15] and table["test_loss"].notna().all()
+    assert (tmp_path/"ck/llc/llc_over_training.html").exists() and len(list((tmp_path/"ck/llc").glob("step-*.json"))) == 2
+
+def test_cli_console_script_registers_llc():
+    "The installed `lcc_nb` command has the llc sub-commands; a missing required option exits with code 2."
+    exe = os.path.join(os.path.dirname(sys.executable), "lcc_nb")
+    bad = subprocess.run([exe, "llc", "estimate", "--model", "x"], capture_output=True, text=True, env=ENV)
+    assert bad.returncode == 2 and "lcc_nb llc estimate" in bad.stderr and "--epsilon" in bad.stderr
+
+def test_cli_real_model_and_data(tmp_path):
+    "With the real lcc_nb.models and lcc_nb.data (skipped while they are missing): digits and lcc/small_cnn."
+    pytest.importorskip("lcc_nb.models"); pytest.importorskip("lcc_nb.data")
+    _llc_main(["llc", "estimate", "--model", "lcc/small_cnn", "--dataset", "digits", "--epsilon", "1e-4", "--gamma", "100",
+               "--out-dir", str(tmp_path), *SMALL])
+    assert json.loads((tmp_path/"llc.json").read_text())["nbeta"] == pytest.approx(16 / math.log(16))
