@@ -70,6 +70,7 @@ EXPECTED_METRICS = {
     "contrastive_disentangling": {"nmi_backbone", "nmi_heads", "seconds"},
     "llb": {"test_acc", "seconds"},
     "explore_latents": {"nmi", "seconds"},
+    "use_trained_model": {"linear_probe_acc", "nmi", "seconds"},
 }
 
 @pytest.mark.parametrize("name", list_run_notebooks())
