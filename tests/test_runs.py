@@ -1,5 +1,5 @@
 "Papermill runs, resumable sweeps and the `run`/`sweep` CLI."
-import json, os, signal, subprocess, sys, time
+import json, os, re, signal, subprocess, sys, time
 from pathlib import Path
 
 import nbformat
@@ -82,3 +82,6 @@ def test_run_notebook_smoke(name, tmp_path):
     missing = EXPECTED_METRICS.get(name, {"seconds"}) - set(metrics)
     assert not missing, f"{name}: metrics.json lacks {missing}; has {sorted(metrics)}"
     assert any(p.suffix == ".html" for p in (tmp_path/name).iterdir()), f"{name} wrote no HTML figure"
+    if name == "quickstart":   # the demo's report opens offline: plotly.js and every figure are embedded in the page
+        report = (tmp_path/name/"report.html").read_text()
+        assert report.count("Plotly.newPlot") >= 4 and not re.search(r"<script[^>]*\bsrc=", report)
