@@ -10,7 +10,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 export OMP_NUM_THREADS ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-nbs test-py check-clean check-export readme bench clean
+.PHONY: install demo test test-nbs test-py check-clean check-export readme docs bench clean
 
 $(VENV)/.installed: settings.ini setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +43,21 @@ test: check-clean check-export test-nbs test-py
 readme: install
 	$(BIN)/jupyter nbconvert --to markdown nbs/index.ipynb --output-dir . --output README --TagRemovePreprocessor.remove_cell_tags='["hide"]'
 
+# an offline HTML site of every notebook (executed) in _docs/: open _docs/index.html
+docs: install
+	$(PY) -c "from lcc_nb.docs import build_docs; build_docs()"
+
 bench: install
 	for f in bench/*.py; do $(PY) $$f; done
 
 clean:
 	rm -rf $(VENV) _runs _proc
+
+.PHONY: data gpu-check
+# Fashion-MNIST from Debian's package (apt-get install dataset-fashion-mnist) laid out under the data root
+data: install
+	$(PY) -c "from lcc_nb.data import fetch_dataset; print(fetch_dataset('fashion_mnist'))"
+
+# every CUDA path once, PASS/FAIL/SKIP with timings (exits 0 with "SKIP: no CUDA" on a CPU machine)
+gpu-check: install
+	bash bench/gpu_check.sh $(GPU_CHECK_OUT)

@@ -9,7 +9,7 @@ import sys, time
 import numpy as np
 import torch
 
-from lcc_nb.cd import best_kmeans, train_cd
+from lcc_nb.cd import best_kmeans, run_cd
 from lcc_nb.core import set_seed
 from lcc_nb.data import get_dataset
 from lcc_nb.latents import extract_latents
@@ -47,9 +47,9 @@ fit(classifier, get_dataset("shapes", "train"), epochs=10, batch_size=128, optim
 coarse_features = penultimate(classifier)
 report("coarse classifier fc1", fine_nmi(coarse_features), coarse_nmi(coarse_features))
 t1 = time.time()
-cd = train_cd("shapes", "lcc/small_cnn", model_options=dict(width=width, hidden=128), feature_num=128, epochs=epochs,
-              lr=3e-3, eval_every=max(epochs // 4, 1), seed=seed, augmentation={"strength": strength, "min_scale": min_scale}, progress=False,
-              out_dir=out_dir)
+cd = run_cd(dataset="shapes", model="lcc/small_cnn", model_options=dict(width=width, hidden=128), feature_num=128, epochs=epochs,
+            lr=3e-3, eval_every=max(epochs // 4, 1), seed=seed, augmentation={"strength": strength, "min_scale": min_scale}, progress=False,
+            out_dir=out_dir)
 t2 = time.time()
 for space in ("backbone", "feature"):
     report(f"CD {space}", cd.metrics[f"{space}_fine_nmi"], cd.metrics[f"{space}_class_nmi"])

@@ -1,69 +1,162 @@
-"""Vectorised (vmap) vs sequential (one chain at a time) SGLD chains for the LLC, side by side in one process.
+"""lcc_nb's LLC estimator against devinterp 1.3.2, side by side on the same model, data and hyper-parameters.
 
-Same small MLP, same data, same hyper-parameters and same seeds for both samplers (so the chains themselves are the
-same up to float rounding); devinterp is run too when it is installed. Prints wall times, the speed-up and both
-estimates. Usage: python bench/llc.py [--chains 8] [--draws 200] [--repeats 3] [--device cpu] [--widths 32 128]
+devinterp runs in its own virtual environment (DEVINTERP_PYTHON, default /tmp/devinterp_venv/bin/python) in a child
+process that times only its own `estimate_learning_coeff_with_summary` call; lcc_nb runs in this process. The runs
+alternate (devinterp, lcc_nb, devinterp, ...) and the best of `--repeats` of each is compared. The default work is
+devinterp's kind: an MLP 64-64-10 trained on scikit-learn's digits, 8 chains x 500 draws, minibatches of 64,
+epsilon 1e-4, gamma 100, nbeta = m / ln m, train mode, and on both sides the same initial loss: the exact mean over
+the training set (devinterp's default, the mean of its first 8 random batches, would add a noise common to all its
+chains, nbeta x its error, as large as the difference between two estimates), and full minibatches only
+(drop_last: lcc_nb's chains never take a partial batch; devinterp's would take the 1797 % 64 = 5 left-over samples
+as a batch every 29 steps).
+
+Prints: both times and their ratio (target >= 3x), both estimates and whether they agree within 2 sigma (sigma: the
+standard error over chains of each), and lcc_nb's sampler time per SGLD step against its floor, one batched forward
++ backward of all chains on one minibatch (target <= 1.3x). When devinterp cannot be run the comparison is skipped
+with the reason and the floor ratio is still printed.
+
+Make the devinterp environment (it shares this venv's torch through a .pth file, so both sides run the same torch):
+    python3 -m venv /tmp/devinterp_venv
+    echo "$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')" \
+        > /tmp/devinterp_venv/lib/python3.11/site-packages/main_venv.pth
+    /tmp/devinterp_venv/bin/pip install --no-deps devinterp==1.3.2 einops
+Usage: OMP_NUM_THREADS=1 python bench/llc.py [--chains 8] [--draws 500] [--repeats 3] [--device cpu]
 """
-import argparse, importlib.util, os, statistics, time
+import argparse, json, math, os, subprocess, sys, tempfile, time
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lcc_nb.llc import estimate_llc
+from lcc_nb.llc import dataset_loss, default_nbeta, estimate_llc
+from lcc_nb.llc_estimator import ChainBatches, _fixed_tensors, _Flat, _VmapEngine
+
+DEVINTERP_RUN = r'''
+import json, sys, time
+import torch, torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from devinterp.optim.sgld import SGLD
+from devinterp.slt.sampler import estimate_learning_coeff_with_summary
+args = json.loads(sys.argv[1])
+torch.set_num_threads(args["threads"])
+data = torch.load(args["data"])
+model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+model.load_state_dict(data["model"])
+loader = DataLoader(TensorDataset(data["x"], data["y"]), batch_size=args["batch_size"], shuffle=True, drop_last=True)
+def evaluate(model, batch):
+    x, y = batch
+    out = model(x)
+    return F.cross_entropy(out, y), {"output": out}
+start = time.perf_counter()
+stats = estimate_learning_coeff_with_summary(
+    model, loader, evaluate=evaluate, sampling_method=SGLD,
+    optimizer_kwargs=dict(lr=args["epsilon"], localization=args["gamma"], nbeta=args["nbeta"]),
+    num_chains=args["chains"], num_draws=args["draws"], device=args["device"], online=False, verbose=False, seed=0, cores=1,
+    init_loss=torch.tensor(args["init_loss"]))
+seconds = time.perf_counter() - start
+per_chain = [float(v) for v in stats["llc/means"]] if "llc/means" in stats else None
+print("RESULT" + json.dumps({"seconds": seconds, "mean": float(stats["llc/mean"]), "std": float(stats["llc/std"]),
+                             "per_chain": per_chain}))
+'''
 
 
-def mlp_and_loader(width: int, n: int = 1024, dim: int = 64, classes: int = 10, batch_size: int = 32, seed: int = 0):
-    "A 2-hidden-layer MLP trained briefly on a random teacher's labels, and a minibatch loader."
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, dim, generator=g)
-    y = (x @ torch.randn(dim, classes, generator=g)).argmax(1)
+def digits_mlp(seed:int=0):
+    "An MLP 64-64-10 trained on scikit-learn's 8x8 digits (inputs in [0, 1]), and the training tensors."
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    x, y = torch.tensor(digits.data / 16, dtype=torch.float32), torch.tensor(digits.target)
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(dim, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, classes))
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(200):
+    for _ in range(300):
         opt.zero_grad(); F.cross_entropy(model(x), y).backward(); opt.step()
-    return model, DataLoader(TensorDataset(x, y), batch_size=batch_size)
+    return model, x, y
 
 
-def timed(fn):
-    "Wall and CPU seconds of one call, and its result (CPU time is the fairer measure on a shared machine)."
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = fn()
-    return time.perf_counter() - wall, time.process_time() - cpu, result
+def run_devinterp(python:str, data_file:Path, settings:dict) -> dict:
+    "One devinterp estimate in its own environment; its seconds, mean and std."
+    proc = subprocess.run([python, "-c", DEVINTERP_RUN, json.dumps({**settings, "data": str(data_file)})],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if proc.returncode != 0 or "RESULT" not in proc.stdout:
+        raise RuntimeError(f"devinterp failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
+    return json.loads(proc.stdout.split("RESULT", 1)[1])
+
+
+def run_lcc_nb(model, loader, settings:dict) -> dict:
+    start = time.perf_counter()
+    res = estimate_llc(model, loader, loss_fn=F.cross_entropy, epsilon=settings["epsilon"], gamma=settings["gamma"],
+                       nbeta=settings["nbeta"], num_chains=settings["chains"], num_draws=settings["draws"], seed=0,
+                       device=settings["device"], train_mode=True)
+    return {"seconds": time.perf_counter() - start, "mean": res.mean, "std": res.std, "result": res}
+
+
+def floor_seconds_per_step(model, loader, chains:int, batch_size:int, device:str, repeats:int=200) -> float:
+    "One batched forward + backward of all chains on one minibatch: the least an SGLD step can cost."
+    device = torch.device(device)
+    flat = _Flat(model)
+    engine = _VmapEngine(model, flat, _fixed_tensors(model, flat, device), F.cross_entropy, device, None)
+    w = flat.flatten(model, device).expand(chains, -1).clone()
+    x, y = next(ChainBatches(loader, batch_size, list(range(chains)), device))
+    for _ in range(10): engine(w, x, y)
+    best = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats): engine(w, x, y)
+        if device.type == "cuda": torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return best
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--chains", type=int, default=8); p.add_argument("--draws", type=int, default=200)
-    p.add_argument("--repeats", type=int, default=3); p.add_argument("--device", default="cpu")
-    p.add_argument("--widths", type=int, nargs="+", default=[16, 32, 128])
+    p.add_argument("--chains", type=int, default=8); p.add_argument("--draws", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=64); p.add_argument("--epsilon", type=float, default=1e-4)
+    p.add_argument("--gamma", type=float, default=100.0); p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--devinterp-python", default=os.environ.get("DEVINTERP_PYTHON", "/tmp/devinterp_venv/bin/python"))
     args = p.parse_args()
-    print(f"torch {torch.__version__}, device {args.device}, torch threads {torch.get_num_threads()}, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, {args.chains} chains × {args.draws} draws, batch 32")
-    has_devinterp = importlib.util.find_spec("devinterp") is not None
-    print("devinterp:", "installed (run separately: its API differs across versions)" if has_devinterp else "not installed — not compared")
-    header = (f"{'MLP width':>9} {'params':>7} | {'vec wall s':>10} {'seq wall s':>10} {'speed-up':>8} | {'vec CPU s':>9} "
-              f"{'seq CPU s':>9} {'speed-up':>8} | {'LLC vectorised':>15} {'LLC sequential':>15} {'max|Δ chain|':>12}")
-    print(header); print("-" * len(header))
-    for width in args.widths:
-        model, loader = mlp_and_loader(width)
-        settings = dict(loss_fn=F.cross_entropy, epsilon=1e-4, gamma=100.0, num_chains=args.chains, num_draws=args.draws,
-                        seed=0, device=args.device)
-        estimate_llc(model, loader, **(settings | {"num_draws": 5}))  # warm-up (allocator, lazy imports)
-        runs = {True: [], False: []}
-        for _ in range(args.repeats):  # interleaved, so both samplers see the same machine load
-            for vectorize in (True, False):
-                runs[vectorize].append(timed(lambda: estimate_llc(model, loader, vectorize=vectorize, **settings)))
-        (vec_wall, vec_cpu), (seq_wall, seq_cpu) = ([statistics.median(r[i] for r in runs[v]) for i in (0, 1)] for v in (True, False))
-        vec, seq = runs[True][-1][2], runs[False][-1][2]
-        params = sum(p.numel() for p in model.parameters())
-        diff = float(abs(vec.per_chain - seq.per_chain).max())
-        print(f"{width:>9} {params:>7} | {vec_wall:>10.2f} {seq_wall:>10.2f} {seq_wall / vec_wall:>7.1f}× | {vec_cpu:>9.2f} "
-              f"{seq_cpu:>9.2f} {seq_cpu / vec_cpu:>7.1f}× | {vec.mean:>7.3f} ± {vec.std:<5.3f} {seq.mean:>7.3f} ± {seq.std:<5.3f} {diff:>12.1e}")
-    print("speed-up = sequential / vectorised time (medians of interleaved repeats); the two samplers share every "
-          "chain's batch order and noise, so their estimates agree to float rounding, not merely within noise.")
+    threads = torch.get_num_threads()
+    settings = dict(chains=args.chains, draws=args.draws, batch_size=args.batch_size, epsilon=args.epsilon, gamma=args.gamma,
+                    nbeta=default_nbeta(args.batch_size), device=args.device, threads=threads)
+    print(f"torch {torch.__version__}, device {args.device}, {threads} torch threads; MLP 64-64-10 on digits, "
+          f"{args.chains} chains x {args.draws} draws, batch {args.batch_size}, eps {args.epsilon:g}, gamma {args.gamma:g}, "
+          f"nbeta {settings['nbeta']:.4g}")
+    model, x, y = digits_mlp()
+    loader = DataLoader(TensorDataset(x, y), batch_size=args.batch_size, shuffle=True, drop_last=True)   # lcc_nb's batches are always full
+    settings["init_loss"] = dataset_loss(model.train(), loader, F.cross_entropy)
+    run_lcc_nb(model, loader, settings | {"draws": 5})                       # warm-up (allocator, lazy imports)
+
+    runs = {"devinterp": [], "lcc_nb": []}
+    skip = None if Path(args.devinterp_python).exists() else f"no devinterp environment at {args.devinterp_python} (see the docstring)"
+    with tempfile.TemporaryDirectory() as tmp:
+        data_file = Path(tmp) / "data.pt"
+        torch.save({"model": model.state_dict(), "x": x, "y": y}, data_file)
+        for _ in range(args.repeats):                                         # alternating: both see the same machine load
+            if skip is None:
+                try: runs["devinterp"].append(run_devinterp(args.devinterp_python, data_file, settings))
+                except RuntimeError as e: skip = str(e)
+            runs["lcc_nb"].append(run_lcc_nb(model, loader, settings))
+    best = {name: min(r, key=lambda run: run["seconds"]) for name, r in runs.items() if r}
+    ours = best["lcc_nb"]
+    print(f"lcc_nb     best of {len(runs['lcc_nb'])}: {ours['seconds']:.2f} s   LLC {ours['mean']:.3f} +- {ours['std']:.3f} "
+          f"(MALA {ours['result'].mala_acceptance:.3f}, devinterp statistic)")
+    if skip: print(f"devinterp: skipped: {skip}")
+    else:
+        theirs = best["devinterp"]
+        sigma = math.hypot(ours["std"], theirs["std"]) / math.sqrt(args.chains)
+        agree = abs(ours["mean"] - theirs["mean"]) <= 2 * sigma
+        print(f"devinterp  best of {len(runs['devinterp'])}: {theirs['seconds']:.2f} s   LLC {theirs['mean']:.3f} +- {theirs['std']:.3f}")
+        print(f"devinterp / lcc_nb time: {theirs['seconds'] / ours['seconds']:.2f}x (target >= 3x); estimates "
+              f"{'agree' if agree else 'DIFFER'} within 2 sigma (|diff| {abs(ours['mean'] - theirs['mean']):.3f}, 2 sigma {2 * sigma:.3f})")
+    steps = args.draws                                                        # no burn-in, one step per draw
+    per_step = ours["result"].seconds["sampling"] / steps
+    floor = floor_seconds_per_step(model, loader, args.chains, args.batch_size, args.device)
+    print(f"sampler {per_step * 1e3:.3f} ms per step, floor (one batched forward + backward of {args.chains} chains) "
+          f"{floor * 1e3:.3f} ms: {per_step / floor:.2f}x the floor (target <= 1.3x)")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 # %% ../nbs/13_cd.ipynb #22322073
 from __future__ import annotations
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +9,11 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from .core import LccError, atomic_save_json, check_choice, set_seed
+from .core import LccError, check_choice, set_seed
+from .config import run_configs
+from .cd_config import CDConfig, CD_ROLES
+from .data_config import DataConfig
+from .model_config import ModelConfig
 from .clustering import kmeans
 from .data import DATASET_PRESETS, TwoViews, get_dataset, simclr_transform
 from .latents import extract_latents
@@ -24,7 +27,7 @@ from .losses import nt_xent, feature_contrastive_loss, bernoulli_entropy_bits
 # %% auto #0
 __all__ = ['SPACES', 'CD_AUGMENTATION', 'CDOutput', 'CDModel', 'backbone_from_classifier', 'cd_loss', 'cd_model', 'labellings',
            'best_kmeans', 'cluster_metrics', 'cd_representations', 'evaluate_cd', 'cd_snapshots', 'CDPlugin',
-           'cd_augmentation', 'all_images_split', 'CDResult', 'train_cd', 'register_cli']
+           'cd_augmentation', 'all_images_split', 'CDRun', 'run_cd']
 
 # %% ../nbs/13_cd.ipynb #a307f52d
 @dataclass
@@ -160,19 +163,11 @@ def cd_snapshots(model:CDModel, dataset, # images without augmentation, with `.t
 class CDPlugin(Plugin):
     "Contrastive Disentangling in the training loop: two-view forward, CD loss, periodic k-means evaluation."
     def __init__(self, eval_data=None, # images without augmentation, with `.targets`; None: no evaluation
-                 eval_every:int=10, # evaluate the fixed subset every this many epochs (0: never during training)
-                 eval_subset:int=1000, # size of the fixed evaluation subset
-                 instance_temperature:float=0.5, # τ_I
-                 feature_temperature:float=1.0, # τ_F
-                 seed:int=0, # picks the subset and seeds k-means
-                 eval_batch_size:int=256,
-                 snapshot_every:int=0, # t-SNE snapshots of both spaces (subset) to out_dir/snapshots every N epochs
-                 snapshot_method:str="tsne"): # "tsne", "umap" or "pca"
-        self.eval_data, self.eval_every, self.seed, self.eval_batch_size = eval_data, eval_every, seed, eval_batch_size
-        self.snapshot_every, self.snapshot_method = snapshot_every, snapshot_method
-        self.instance_temperature, self.feature_temperature = instance_temperature, feature_temperature
+                 config:CDConfig|None=None, # temperatures, evaluation and snapshot settings
+                 seed:int=0): # picks the subset and seeds k-means
+        self.eval_data, self.config, self.seed = eval_data, config or CDConfig(), seed
         n = 0 if eval_data is None else len(eval_data)
-        self.eval_indices = np.sort(np.random.default_rng(seed).choice(n, min(eval_subset, n), replace=False))
+        self.eval_indices = np.sort(np.random.default_rng(seed).choice(n, min(self.config.eval_subset, n), replace=False))
         self.final_metrics = {}
 
     def forward(self, trainer, batch):
@@ -181,29 +176,29 @@ class CDPlugin(Plugin):
         return trainer.train_model(*views) if trainer.training else trainer.model(*views)
 
     def loss(self, trainer, batch, outputs):
-        return cd_loss(*outputs, self.instance_temperature, self.feature_temperature)
+        return cd_loss(*outputs, self.config.instance_temperature, self.config.feature_temperature)
 
-    def evaluate(self, model:CDModel, indices=None) -> dict:
-        "k-means metrics of both spaces on the evaluation data (or the samples `indices`)."
-        return evaluate_cd(model, self.eval_data, indices, self.eval_batch_size, seed=self.seed)
+    def evaluate(self, trainer, indices=None) -> dict:
+        "k-means metrics of both spaces of the trainer's model on the evaluation data (or the samples `indices`)."
+        batch_size = trainer.config.eval_batch_size or 2 * trainer.config.batch_size
+        return evaluate_cd(trainer.model, self.eval_data, indices, batch_size, seed=self.seed)
 
     def on_epoch_end(self, trainer, logs):
-        done = logs["epoch"] + 1                      # `epoch` is the index of the epoch just trained (0-based)
-        if self.eval_data is not None and self.eval_every and done % self.eval_every == 0 and trainer.is_main:
-            logs.update({f"subset_{k}": v for k, v in self.evaluate(trainer.model, self.eval_indices).items()})
-        if self.snapshot_every and done % self.snapshot_every == 0: self.save_snapshots(trainer, done)
+        done, every = logs["epoch"] + 1, self.config.eval_every   # `epoch` is the index of the epoch just trained (0-based)
+        if self.eval_data is not None and every and done % every == 0 and trainer.is_main:
+            logs.update({f"subset_{k}": v for k, v in self.evaluate(trainer, self.eval_indices).items()})
+        if self.config.snapshot_every and done % self.config.snapshot_every == 0: self.save_snapshots(trainer, done)
 
     def save_snapshots(self, trainer, epochs_done:int):
         "Write the 2-D snapshots of both spaces on the evaluation subset to `out_dir/snapshots/`."
         if self.eval_data is None or trainer.out_dir is None or not trainer.is_main: return
-        figs = cd_snapshots(trainer.model, self.eval_data, self.snapshot_method, indices=self.eval_indices,
+        figs = cd_snapshots(trainer.model, self.eval_data, self.config.snapshot_method, indices=self.eval_indices,
                             seed=self.seed, title=f"after {epochs_done} epochs: ")
         for space, fig in figs.items(): save_figure(fig, trainer.out_dir/"snapshots"/f"{space}_epoch{epochs_done:04d}.html")
 
     def on_fit_end(self, trainer, result):
-        if self.eval_data is None or not trainer.is_main: return
-        self.final_metrics = self.evaluate(trainer.model)
-        if trainer.out_dir is not None: atomic_save_json(self.final_metrics, trainer.out_dir/"cd_metrics.json")
+        "The k-means metrics of both spaces on every evaluation image (rank 0)."
+        if self.eval_data is not None and trainer.is_main: self.final_metrics = self.evaluate(trainer)
 
 # %% ../nbs/13_cd.ipynb #c1916a7c
 CD_AUGMENTATION = {            # per-dataset `simclr_transform` options; others get strength 1.0 (the reference's default)
@@ -223,86 +218,33 @@ def all_images_split(name:str) -> str:
 
 # %% ../nbs/13_cd.ipynb #c8d2c774
 @dataclass
-class CDResult:
-    "What `train_cd` returns."
+class CDRun:
+    "What `run_cd` returns."
     model: CDModel # the trained network (final weights)
     train: TrainResult # the loop's result: history (with the subset metrics), checkpoints, steps
     metrics: dict # k-means metrics of both spaces on every image, at the end
+    results: dict # the run's record, as written to out_dir/results.json
     eval_data: object # the images without augmentation the metrics were computed on
+    configs: dict # {role: config} of the run
 
-def train_cd(dataset:str="digits", # a `get_dataset` preset; CD trains and evaluates on all its labelled images
-             model:str="lcc/resnet34", # backbone: a `get_model` name (the reference uses ResNet34)
-             model_options:dict|None=None, # more `get_model` options, e.g. {"width": 16} for lcc/small_cnn
-             feature_num:int=128, # K, the number of feature heads
-             epochs:int=100, # epochs to train to (the reference trains 1000); more with `resume` continues a run
-             batch_size:int=128,
-             lr:float=3e-4, # Adam learning rate (cosine schedule to 0, gradient norm clipped to 1)
-             weight_decay:float=0.0,
-             instance_temperature:float=0.5, # τ_I
-             feature_temperature:float=1.0, # τ_F
-             eval_every:int=10, # k-means metrics on a fixed subset every this many epochs
-             eval_subset:int=1000, # size of that subset
-             snapshot_every:int=0, # t-SNE snapshots of both spaces (subset) to out_dir/snapshots every N epochs
-             seed:int=42,
-             deterministic:bool=False, # deterministic torch kernels
-             out_dir:str|None=None, # checkpoints, logs, cd_metrics.json
-             resume:bool=False, # continue from the latest checkpoint in out_dir (also past its planned epochs)
-             device:str="auto",
-             root=None, download:bool=False, # where the dataset lives; fetch it if missing
-             augmentation:dict|None=None, # `simclr_transform` options overriding `CD_AUGMENTATION[dataset]`
-             progress:bool=True,
-             **train_settings) -> CDResult: # more `TrainConfig` fields (num_workers, precision, ...)
-    "Train Contrastive Disentangling on `dataset` and evaluate both spaces with k-means against every labelling."
-    split = all_images_split(dataset)
-    eval_data = get_dataset(dataset, split, root, download)
-    augment = cd_augmentation(dataset, eval_data.image_size, **(augmentation or {}))
-    train_data = get_dataset(dataset, split, root, download, transform=augment)
-    set_seed(seed, deterministic)
-    net = cd_model(model, feature_num, in_chans=eval_data.channels, image_size=eval_data.image_size, **(model_options or {}))
-    plugin = CDPlugin(eval_data, eval_every, eval_subset, instance_temperature, feature_temperature, seed,
-                      snapshot_every=snapshot_every)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer="adam", lr=lr, weight_decay=weight_decay,
-                         scheduler="cosine", grad_clip=1.0, loss=None, drop_last=True, seed=seed,
-                         deterministic=deterministic, out_dir=out_dir, resume=resume, device=device,
-                         progress=progress, **train_settings)
-    result = Trainer(net, train_data, config=config, plugins=[plugin]).fit()
-    return CDResult(net, result, plugin.final_metrics, eval_data)
-
-# %% ../nbs/13_cd.ipynb #91ed34ac
-def _cd_command(args):
-    result = train_cd(dataset=args.dataset, model=args.model, feature_num=args.feature_num, epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                      instance_temperature=args.instance_temperature, feature_temperature=args.feature_temperature,
-                      eval_every=args.eval_every, eval_subset=args.eval_subset, snapshot_every=args.snapshot_every,
-                      seed=args.seed,
-                      deterministic=args.deterministic, out_dir=args.out_dir, resume=args.reload, device=args.device,
-                      root=args.root, download=args.download, num_workers=args.num_workers, progress=not args.quiet)
-    print(json.dumps({"epochs": result.train.epochs, "step": result.train.step, **result.metrics}, indent=1))
-    return 0
-
-def register_cli(subparsers):
-    "Add `lcc_nb cd`: train Contrastive Disentangling and report k-means metrics of both spaces."
-    p = subparsers.add_parser("cd", help="train Contrastive Disentangling (instance + feature-level contrast)",
-                              description="Train Contrastive Disentangling; k-means NMI/ARI/ACC of the backbone and feature-head spaces.")
-    p.add_argument("--dataset", default="digits", help="dataset preset (trains on all its labelled images)")
-    p.add_argument("--model", default="lcc/resnet34", help="backbone: a get_model name, e.g. lcc/small_cnn for digits")
-    p.add_argument("--feature-num", type=int, default=128, help="number of feature heads K")
-    p.add_argument("--epochs", type=int, default=100, help="epochs to train to; with --reload, continues past a finished run")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--instance-temperature", type=float, default=0.5)
-    p.add_argument("--feature-temperature", type=float, default=1.0)
-    p.add_argument("--eval-every", type=int, default=10, help="k-means metrics on a fixed subset every N epochs")
-    p.add_argument("--eval-subset", type=int, default=1000, help="size of the fixed evaluation subset")
-    p.add_argument("--snapshot-every", type=int, default=0, help="t-SNE snapshots of both spaces to OUT_DIR/snapshots every N epochs")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--deterministic", action="store_true", help="deterministic torch kernels")
-    p.add_argument("--out-dir", default=None, help="checkpoints, logs and cd_metrics.json")
-    p.add_argument("--reload", action="store_true", help="resume from the latest checkpoint in --out-dir")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--root", default=None, help="dataset folder")
-    p.add_argument("--download", action="store_true", help="download the dataset if missing")
-    p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cd_command)
+def run_cd(config:CDConfig|dict|None=None, # CD's own settings
+           train:TrainConfig|dict|None=None, # the loop's settings
+           data:DataConfig|dict|None=None, # the dataset: CD trains and evaluates on all its labelled images
+           model:ModelConfig|dict|None=None, # the backbone (its classification head is removed)
+           *, recipe:str|None="default", # a recipe of lcc_nb.cd_config ("default", "reference"); None: class defaults
+           **settings) -> CDRun: # any setting of the four configs by its name (or an alias such as reload=)
+    "Train Contrastive Disentangling and evaluate both spaces with k-means against every labelling of the dataset."
+    configs = run_configs("cd", CD_ROLES, recipe, settings, config=config, train=train, data=data, model=model)
+    cd, loop, data, net = (configs[role] for role in CD_ROLES)
+    set_seed(loop.seed, loop.deterministic)
+    split = all_images_split(data.dataset)
+    eval_data = get_dataset(data.dataset, split, data.root, data.download)
+    augment = cd_augmentation(data.dataset, eval_data.image_size, **cd.augmentation)
+    train_data = get_dataset(data.dataset, split, data.root, data.download, transform=augment)
+    network = cd_model(net.model, cd.feature_num, in_chans=eval_data.channels, image_size=eval_data.image_size,
+                       pretrained=net.pretrained, **net.model_options)
+    plugin = CDPlugin(eval_data, cd, loop.seed)
+    trainer = Trainer(network, train_data, config=loop, plugins=[plugin], record={"method": "cd", "configs": configs})
+    result = trainer.fit()
+    results = trainer.write_results(plugin.final_metrics)
+    return CDRun(network, result, plugin.final_metrics, results, eval_data, configs)

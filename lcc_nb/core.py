@@ -8,13 +8,12 @@ import contextlib, difflib, json, os, random, re, tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
-import torch
+import numpy as np   # torch is imported where it is used: the CLI and configs load without it
 
 # %% auto #0
 __all__ = ['DEVICES', 'CKPT_PATTERN', 'LccError', 'ChoiceError', 'check_choice', 'set_seed', 'rng_state', 'set_rng_state',
-           'get_device', 'atomic_write', 'atomic_save_json', 'atomic_torch_save', 'CheckpointError', 'checkpoint_path',
-           'save_checkpoint', 'load_checkpoint', 'list_checkpoints', 'load_state_dict_checked']
+           'get_device', 'file_mode', 'atomic_write', 'atomic_save_json', 'atomic_torch_save', 'CheckpointError',
+           'checkpoint_path', 'save_checkpoint', 'load_checkpoint', 'list_checkpoints', 'load_state_dict_checked']
 
 # %% ../nbs/00_core.ipynb #2edd5ea0
 class LccError(ValueError):
@@ -47,6 +46,7 @@ def check_choice(value, # the value given by the user
 def set_seed(seed:int=0, # seed for python, numpy and torch (all devices)
              deterministic:bool=False): # also make cuDNN / torch kernels deterministic (slower)
     "Seed every random number generator; optionally switch torch to deterministic algorithms."
+    import torch
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
     torch.backends.cudnn.deterministic = deterministic
@@ -58,21 +58,24 @@ def set_seed(seed:int=0, # seed for python, numpy and torch (all devices)
 # %% ../nbs/00_core.ipynb #505e755e
 def rng_state() -> dict:
     "The state of every random number generator, for checkpoints."
+    import torch
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available(): state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 def set_rng_state(state:dict):
     "Restore the generators saved by `rng_state`."
+    import torch
     random.setstate(state["python"]); np.random.set_state(state["numpy"]); torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state["cuda"])
 
 # %% ../nbs/00_core.ipynb #de4a4366
 DEVICES = ("auto", "cuda", "mps", "cpu")
 
-def get_device(device:str|torch.device|None=None # "auto"/None picks cuda > mps > cpu; or "cuda", "cuda:1", "mps", "cpu"
+def get_device(device:str|"torch.device"|None=None # "auto"/None picks cuda > mps > cpu; or "cuda", "cuda:1", "mps", "cpu"
               ) -> torch.device:
     "The torch device to use: the one asked for, else the best available (cuda > mps > cpu)."
+    import torch
     if isinstance(device, torch.device): return device
     if device is None or device == "auto":
         if torch.cuda.is_available(): return torch.device("cuda")
@@ -84,6 +87,11 @@ def get_device(device:str|torch.device|None=None # "auto"/None picks cuda > mps 
     return torch.device(device)
 
 # %% ../nbs/00_core.ipynb #8ca35a35
+def file_mode() -> int:
+    "The permission bits a new file gets from the process umask (0o644 under the usual umask 022)."
+    umask = os.umask(0); os.umask(umask)
+    return 0o666 & ~umask
+
 @contextlib.contextmanager
 def atomic_write(path:str|Path, # the file to (over)write
                  mode:str="wb"): # "wb" or "w"
@@ -94,6 +102,7 @@ def atomic_write(path:str|Path, # the file to (over)write
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush(); os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())   # mkstemp makes 0600 files; results are meant to be shared like any other file
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
@@ -106,6 +115,7 @@ def atomic_save_json(obj, path:str|Path, **kwargs):
 
 def atomic_torch_save(obj, path:str|Path):
     "`torch.save` to `path` atomically."
+    import torch
     with atomic_write(path, "wb") as f: torch.save(obj, f)
     return Path(path)
 
@@ -113,7 +123,7 @@ def _json_default(o):
     if isinstance(o, (np.integer,)): return int(o)
     if isinstance(o, (np.floating,)): return float(o)
     if isinstance(o, np.ndarray): return o.tolist()
-    if isinstance(o, torch.Tensor): return o.tolist()
+    if hasattr(o, "detach"): return o.detach().cpu().tolist()   # a torch tensor
     if isinstance(o, Path): return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
@@ -136,6 +146,7 @@ def save_checkpoint(state:dict, # must hold "model" (a state dict), "step" and "
 
 def load_checkpoint(path:str|Path, map_location="cpu") -> dict:
     "Load a checkpoint with `weights_only=True`; raise `CheckpointError` if it is missing, corrupt or not a checkpoint."
+    import torch
     path = Path(path)
     if not path.exists(): raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try: state = torch.load(path, map_location=map_location, weights_only=True)
@@ -151,7 +162,7 @@ def list_checkpoints(folder:str|Path) -> list[Path]:
     return sorted(files, key=lambda p: int(CKPT_PATTERN.search(p.name).group(1)))
 
 # %% ../nbs/00_core.ipynb #61cee0cf
-def load_state_dict_checked(module:torch.nn.Module, state_dict:dict, source:str="checkpoint"):
+def load_state_dict_checked(module:"torch.nn.Module", state_dict:dict, source:str="checkpoint"):
     "`load_state_dict(strict=True)` with a `CheckpointError` that lists missing / unexpected / mis-shaped keys."
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]

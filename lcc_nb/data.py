@@ -4,11 +4,11 @@
 
 # %% ../nbs/01_data.ipynb #c50a7d62
 from __future__ import annotations
-import inspect, os
+import inspect, math, os, shutil
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -20,12 +20,13 @@ from .core import LccError, check_choice
 
 # %% auto #0
 __all__ = ['to_tensor', 'DATASET_PRESETS', 'DIGITS_SEED', 'DIGITS_TEST_FRACTION', 'SHAPES', 'SHAPE_COLOURS', 'SHAPES_SPLITS',
-           'SHAPES_SIZE', 'LocalCIFAR10', 'LocalCIFAR100', 'LocalSTL10', 'LocalSVHN', 'CIFAR100_COARSE',
-           'CIFAR100_COARSE_CLASSES', 'STL10_CLASSES', 'TINY_IMAGENET_URL', 'HF_IMAGE_KEYS', 'HF_LABEL_KEYS',
-           'ImageDataset', 'ArrayImages', 'FileImages', 'FirstItems', 'concat_datasets', 'DatasetPreset',
-           'register_dataset', 'shape_mask', 'make_shapes', 'data_root', 'require_files', 'HFImages', 'load_hf_dataset',
-           'get_dataset', 'ToChannels', 'get_transform', 'simclr_transform', 'TwoViews', 'WithIndex', 'PseudoLabelled',
-           'Subset', 'train_val_split']
+           'SHAPES_SIZE', 'PROJECT_MARKER', 'LocalCIFAR10', 'LocalCIFAR100', 'LocalSTL10', 'LocalSVHN', 'MNIST_FILES',
+           'SYSTEM_DATASETS', 'CIFAR100_COARSE', 'CIFAR100_COARSE_CLASSES', 'STL10_CLASSES', 'TINY_IMAGENET_URL',
+           'HF_IMAGE_KEYS', 'HF_LABEL_KEYS', 'ImageDataset', 'ArrayImages', 'FileImages', 'FirstItems',
+           'concat_datasets', 'DatasetPreset', 'register_dataset', 'shape_mask', 'make_shapes', 'project_data_dir',
+           'data_root', 'require_files', 'SystemDataset', 'fetch_dataset', 'HFImages', 'load_hf_dataset', 'get_dataset',
+           'ToChannels', 'get_transform', 'simclr_transform', 'TwoViews', 'WithIndex', 'PseudoLabelled', 'Subset',
+           'train_val_split']
 
 # %% ../nbs/01_data.ipynb #5a2157f3
 to_tensor = T.ToTensor()
@@ -188,9 +189,18 @@ register_dataset(DatasetPreset("shapes", "generated", ("train", "test", "train+t
                                downloadable=False))
 
 # %% ../nbs/01_data.ipynb #8bbc73dd
+PROJECT_MARKER = "settings.ini"   # the project folder holds it next to lcc_nb/ and data/
+
+def project_data_dir(cwd:Path|None=None) -> Path|None:
+    "The project's `data/` folder when `cwd` is inside the project lcc_nb is installed from (editable), else None."
+    project = Path(__import__("lcc_nb").__file__).resolve().parent.parent
+    if not ((project/PROJECT_MARKER).exists() and (project/"data").is_dir()): return None
+    cwd = Path(cwd or Path.cwd()).resolve()
+    return project/"data" if cwd == project or project in cwd.parents else None
+
 def data_root(root=None) -> Path:
-    "The folder holding datasets: `root`, else `$LCC_NB_DATA`, else `~/.cache/lcc_nb/datasets`."
-    return Path(root or os.environ.get("LCC_NB_DATA") or "~/.cache/lcc_nb/datasets").expanduser()
+    "The folder holding datasets: `root`, else `$LCC_NB_DATA`, else the project's `data/` (inside the project), else `~/.cache/lcc_nb/datasets`."
+    return Path(root or os.environ.get("LCC_NB_DATA") or project_data_dir() or "~/.cache/lcc_nb/datasets").expanduser()
 
 def require_files(preset:DatasetPreset, split:str, root:Path, files:list):
     "Raise an `LccError` naming the root and what to do if any of `files` is missing."
@@ -209,10 +219,12 @@ def _trusting(cls):
 LocalCIFAR10, LocalCIFAR100, LocalSTL10, LocalSVHN = map(_trusting, (tvd.CIFAR10, tvd.CIFAR100, tvd.STL10, tvd.SVHN))
 
 # %% ../nbs/01_data.ipynb #c97659fc
+MNIST_FILES = tuple(f"{prefix}-{kind}-ubyte" for prefix in ("train", "t10k") for kind in ("images-idx3", "labels-idx1"))
+
 def _mnist_loader(name, cls):
     def load(split, root, download):
         preset, raw = DATASET_PRESETS[name], root/cls.__name__/"raw"
-        files = [raw/f"{prefix}-{kind}-ubyte" for prefix in ("train", "t10k") for kind in ("images-idx3", "labels-idx1")]  # torchvision wants all four
+        files = [raw/f for f in MNIST_FILES]   # torchvision wants all four
         if not download:
             for f in files:
                 if not f.exists() and f.with_name(f.name + ".gz").exists(): tvd.utils.extract_archive(str(f) + ".gz", str(raw))
@@ -229,6 +241,39 @@ _TRAIN_TEST = ("train", "test", "train+test")
 register_dataset(_mnist_preset("mnist", tvd.MNIST, 0.1307, 0.3081))
 register_dataset(_mnist_preset("fashion_mnist", tvd.FashionMNIST, 0.2860, 0.3530))
 register_dataset(_mnist_preset("kmnist", tvd.KMNIST, 0.1918, 0.3483))
+
+# %% ../nbs/01_data.ipynb #33eb52cc
+class SystemDataset(NamedTuple):
+    "Where a system package installs a dataset's files, and where under the data root its preset reads them."
+    package:str # the Debian/Ubuntu package that installs the files
+    folder:str # where the package puts them
+    files:tuple # the file names the preset needs
+    layout:str # the folder, under the data root, that the preset reads
+
+SYSTEM_DATASETS = {"fashion_mnist": SystemDataset("dataset-fashion-mnist", "/usr/share/datasets/fashion-mnist",
+                                                  tuple(f + ".gz" for f in MNIST_FILES), "FashionMNIST/raw")}
+
+def fetch_dataset(name:str, # a key of `SYSTEM_DATASETS`
+                  root=None, # the data root (default: `data_root()`)
+                  source=None, # the folder holding the package's files (default: where the package installs them)
+                  copy:bool=False) -> Path: # copy the files instead of linking to them
+    "Lay out the files that a system package installed for dataset `name` under `root`, as its preset reads them; returns that folder."
+    entry = SYSTEM_DATASETS[check_choice(name, list(SYSTEM_DATASETS), "dataset of a system package")]
+    source = Path(source or entry.folder)
+    missing = [f for f in entry.files if not (source/f).is_file()]
+    if missing:
+        raise LccError(f"dataset {name!r}: {str(source/missing[0])!r} does not exist. Install the Debian/Ubuntu package "
+                       f"{entry.package!r} (sudo apt-get install {entry.package}), pass source= a folder holding "
+                       f"{', '.join(entry.files)}, or download it online with get_dataset({name!r}, download=True).")
+    target = data_root(root)/entry.layout
+    target.mkdir(parents=True, exist_ok=True)
+    for file in entry.files:
+        link = target/file
+        if link.is_symlink() and not link.exists(): link.unlink()   # a link to files that have moved
+        if link.exists(): continue
+        if copy: shutil.copyfile(source/file, link)
+        else: link.symlink_to((source/file).resolve())
+    return target
 
 # %% ../nbs/01_data.ipynb #0dce39ab
 def _load_usps(split, root, download):
@@ -379,6 +424,7 @@ def get_dataset(name:str="digits", # a key of `DATASET_PRESETS`, or "hf:<hub nam
                 root=None, # folder holding downloaded datasets (default: `data_root()`)
                 download:bool=False, # download torchvision / tiny-imagenet files that are missing
                 transform=None, # callable on a PIL image; default: float tensor (C, H, W) in [0, 1]
+                model=None, # a model of `get_model`: without `transform`, its own preprocessing if its weights are pretrained
                 **options): # preset options, e.g. `label="fine"` (shapes), `image_key=`/`label_key=` (hf:)
     "A `Dataset` of `(image, int label)` with `.targets` (int64, index order), `.classes`, `.image_size` and `.channels`."
     if name.startswith("hf:"):
@@ -391,6 +437,9 @@ def get_dataset(name:str="digits", # a key of `DATASET_PRESETS`, or "hf:<hub nam
         _check_options(preset.loader, options, name)
         parts = [preset.loader(part, data_root(root), download, **options) for part in split.split("+")]
         ds = parts[0] if len(parts) == 1 else concat_datasets(parts, f"{name}/{split}")
+    if transform is None and model is not None:
+        from lcc_nb.preprocessing import transform_for   # lcc_nb.preprocessing builds on this module
+        transform = transform_for(model)
     ds.transform = transform
     return ds
 

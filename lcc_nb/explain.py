@@ -10,9 +10,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
-from skimage.segmentation import mark_boundaries, quickshift, slic
+from skimage.segmentation import quickshift, slic
 from lime import lime_image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -104,25 +102,6 @@ class Explanation:
         removed[self.mask] = self.hide_color
         return removed
 
-    def figure(self, scale:int|None=None # pixels per image pixel; default makes the panels ~200 px wide
-              ) -> go.Figure:
-        "Plotly figure: image with segment boundaries, segment weights, and the mask."
-        scale = scale or max(1, 200 // self.image.shape[1])
-        big = lambda a: np.kron(a, np.ones((scale, scale) + (1,) * (a.ndim - 2)))
-        image = np.clip(self.image, 0, 1)
-        bounds = mark_boundaries(big(image), big(self.segments).astype(int), color=(1, 1, 0))
-        masked = big(np.where(self.mask[..., None], image, 0.25 * image))
-        limit = max(abs(w) for w in self.segment_weights.values()) or 1.0
-        fig = make_subplots(1, 3, subplot_titles=("segments", "LIME weight", "mask (positive)"), horizontal_spacing=0.08)
-        fig.add_trace(go.Image(z=(bounds * 255).astype(np.uint8)), 1, 1)
-        fig.add_trace(go.Heatmap(z=self.weight_map(), colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit,
-                                 colorbar=dict(title="weight", len=0.8)), 1, 2)
-        fig.add_trace(go.Image(z=(masked * 255).astype(np.uint8)), 1, 3)
-        fig.update_xaxes(constrain="domain", row=1, col=2)
-        fig.update_yaxes(autorange="reversed", scaleanchor="x2", constrain="domain", row=1, col=2)
-        fig.update_xaxes(showticklabels=False); fig.update_yaxes(showticklabels=False)
-        fig.update_layout(title=f"{self.target}: output {self.output:.3f}", height=340, width=900)
-        return fig
 
 # %% ../nbs/14_explain.ipynb #4a0302a6
 def explain_output(model:torch.nn.Module, # any model mapping (B, C, H, W) images to an output tensor
@@ -136,16 +115,14 @@ def explain_output(model:torch.nn.Module, # any model mapping (B, C, H, W) image
                    num_features:int=5, # at most this many positive segments form the mask
                    hide_color:float=0.0, # the value of a switched-off segment
                    preprocess:Callable|None=None, # applied to the model input batch (e.g. normalisation)
-                   device=None, # default: the model's device
-                   seed:int=0) -> Explanation:
+                   seed:int=0) -> Explanation: # on the model's device
     "LIME explanation of column `label` of `output(model(x))` on `image`."
     segment_fn = segmentation if callable(segmentation) else segmenter(segmentation, n_segments)
     array = image_to_array(image)
     shape = tuple(image.shape)
     channels = 1 if len(shape) == 2 or shape[0] == 1 else 3
-    device = device or next(model.parameters()).device
     with _eval_mode(model):
-        predict = _predict_fn(model, channels, output, preprocess, device)
+        predict = _predict_fn(model, channels, output, preprocess, next(model.parameters()).device)
         explainer = lime_image.LimeImageExplainer(random_state=seed)
         lime_exp = explainer.explain_instance(array, predict, labels=(label,), top_labels=None, hide_color=hide_color,
                                               num_samples=num_samples, segmentation_fn=segment_fn, random_seed=seed,

@@ -4,8 +4,8 @@
 
 # %% ../nbs/15_llb.ipynb #f6d1baff
 from __future__ import annotations
-import argparse, contextlib, copy, inspect, json, math, os, re
-from dataclasses import asdict, dataclass, field, fields
+import contextlib, copy
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -15,17 +15,18 @@ import torchvision.transforms as T
 from torch import nn, Tensor
 from torch.utils.data import Subset
 
-from .core import LccError, atomic_save_json, check_choice, load_checkpoint, set_seed
+from .core import LccError, check_choice, list_checkpoints, load_checkpoint, set_seed
+from .config import run_configs
 from .data import ToChannels, get_dataset
+from .data_config import DataConfig
+from .llb_config import LLB_ROLES, LLBConfig, METHODS
 from .models import get_model
-from .train import Plugin, TrainConfig, Trainer, all_reduce_sum, is_distributed
+from .train import Plugin, TrainConfig, TrainResult, Trainer, all_reduce_sum, is_distributed
 
 # %% auto #0
-__all__ = ['TINY_VIT', 'LR_SCHEDULERS', 'METHODS', 'VIT_SIZES', 'CLI_ALIASES', 'CLI_CHOICES', 'LatentObjects', 'AllReduceSum',
-           'object_usage', 'usage_entropy', 'fresh_block', 'LLBBranch', 'check_alpha', 'ensemble_log_probs',
-           'LLBOutputs', 'LLBModel', 'LLBPlugin', 'reference_lr', 'EpochSchedule', 'LLBConfig', 'llb_transform',
-           'backbone_spec', 'llb_datasets', 'build_llb_model', 'llb_train_config', 'as_llb_config', 'run_llb',
-           'register_cli']
+__all__ = ['TINY_VIT', 'LatentObjects', 'AllReduceSum', 'object_usage', 'usage_entropy', 'fresh_block', 'LLBBranch',
+           'check_alpha', 'ensemble_log_probs', 'LLBOutputs', 'LLBModel', 'LLBPlugin', 'llb_transform', 'backbone_spec',
+           'llb_datasets', 'build_llb_model', 'LLBRun', 'eval_checkpoint', 'run_llb']
 
 # %% ../nbs/15_llb.ipynb #3e428b2a
 class LatentObjects(nn.Module):
@@ -233,108 +234,6 @@ class LLBPlugin(Plugin):
         "Visual / branch accuracy and object usage of the evaluation that just ran (val with the current, test with the best weights)."
         metrics.update(self._eval_metrics(trainer, prefix))
 
-# %% ../nbs/15_llb.ipynb #992e399b
-LR_SCHEDULERS = ("steplr", "multisteplr", "cosineannealinglr", "exponentiallr", "none")
-
-def reference_lr(epoch:int, # 0-based epoch
-                 base_lr:float, # the optimizer's initial learning rate
-                 lr_scheduler:str="steplr", # one of LR_SCHEDULERS
-                 lr_step:int=100, lr_steps:tuple=(10, 30, 50), lr_gamma:float=0.1, t_max:int=10, eta_min:float=5e-5) -> float:
-    "The learning rate of `epoch` under the reference's epoch-wise schedule (torch's closed forms)."
-    check_choice(lr_scheduler, LR_SCHEDULERS, "lr_scheduler")
-    if lr_scheduler == "steplr": return base_lr * lr_gamma ** (epoch // lr_step)
-    if lr_scheduler == "multisteplr": return base_lr * lr_gamma ** sum(epoch >= m for m in lr_steps)
-    if lr_scheduler == "exponentiallr": return base_lr * lr_gamma ** epoch
-    if lr_scheduler == "cosineannealinglr": return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * epoch / t_max)) / 2
-    return base_lr
-
-class EpochSchedule(Plugin):
-    "The reference's epoch-wise schedules on the loop's optimizer, with a linear warm-up over `warmup_epochs` (per step)."
-    def __init__(self, lr_scheduler:str="steplr", lr_step:int=100, lr_steps:tuple=(10, 30, 50), lr_gamma:float=0.1,
-                 t_max:int=10, eta_min:float=5e-5,
-                 warmup_epochs:int=0): # linear warm-up from 0 over this many epochs
-        check_choice(lr_scheduler, LR_SCHEDULERS, "lr_scheduler")
-        self.options = dict(lr_scheduler=lr_scheduler, lr_step=lr_step, lr_steps=tuple(lr_steps), lr_gamma=lr_gamma, t_max=t_max, eta_min=eta_min)
-        self.warmup_epochs = warmup_epochs
-
-    def setup(self, trainer):
-        if trainer.config.scheduler != "none" or trainer.config.warmup_steps:
-            raise LccError(f"EpochSchedule sets the learning rate itself; use TrainConfig(scheduler='none', warmup_steps=0), not {trainer.config.scheduler!r}/{trainer.config.warmup_steps}.")
-
-    def _apply(self, trainer):
-        warm_steps = self.warmup_epochs * trainer.steps_per_epoch
-        warm = min(1.0, (trainer.step + 1) / warm_steps) if warm_steps else 1.0
-        for group in trainer.optimizer.param_groups: group["lr"] = warm * reference_lr(trainer.epoch, group["initial_lr"], **self.options)
-
-    def on_epoch_start(self, trainer): self._apply(trainer)
-    def after_step(self, trainer): self._apply(trainer)
-
-# %% ../nbs/15_llb.ipynb #c7e3ee9f
-METHODS = {   # --method → timm architecture ({size} = vit_size), timm weights tag, pooling, input size, crop, normalisation
-    "timm_augreg_in21k_ft_in1k": dict(arch="vit_{size}_patch16_224", tag="augreg_in21k_ft_in1k", pool="token", image_size=224, crop_pct=0.875, mean=(0.5,) * 3, std=(0.5,) * 3),
-    **{f"mae_in1k_ft_{d}": dict(arch="vit_{size}_patch16_224", tag=None, pool="avg", image_size=224, crop_pct=0.875,
-                                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) for d in ("in1k", "plc365", "inat18")},
-    **{f"swag_ig_ft_{d}": dict(arch="vit_{size}_patch16_384", tag=None, pool="token", image_size=384, crop_pct=1.0,
-                               mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) for d in ("in1k", "plc365", "inat18")},
-}
-VIT_SIZES = ("tiny", "small", "base", "large")
-
-@dataclass
-class LLBConfig:
-    "Every option of an LLB run (the reference's names where it has them)."
-    method:str="timm_augreg_in21k_ft_in1k" # backbone recipe: a key of METHODS
-    vit_size:str="base" # tiny | small | base | large
-    backbone:str|None=None # any timm ViT as timm/<name>, replacing the method's architecture (e.g. timm/vit_tiny_patch16_224)
-    backbone_config:dict=field(default_factory=dict) # timm overrides of the backbone, e.g. {"patch_size": 2, "depth": 4}
-    transfer:bool=False # load pretrained backbone weights (timm's, or encoder_weight)
-    encoder_weight:str|None=None # path of a backbone state dict (timm format) to load with transfer
-    freeze:bool=True # freeze the backbone (the reference's --freeze)
-    target_layer:int=11 # the branch starts after this backbone block (1-based)
-    object_size:int=512 # number K of latent objects
-    num_nvit_layers:int=6 # blocks of the branch
-    temperature:float=0.1 # T of P = softmax(Wx / T)
-    alpha:float=0.5 # ensemble weight of the visual path at evaluation
-    diversity_weight:float=0.5 # λ of −λ·H(p̄)
-    dataset:str="digits" # a lcc_nb.data preset
-    data_dir:str|None=None # dataset folder (lcc_nb.data root)
-    download:bool=False # download the dataset if missing
-    image_size:int|None=None # input side; default: the method's (224 or 384)
-    crop_pct:float|None=None # images are resized to image_size / crop_pct, then centre-cropped; default: the method's (0.875 or 1)
-    in_chans:int=3 # input channels of the backbone (images are converted)
-    randaugment:bool=True # RandAugment(3 ops, magnitude 9) on training images, as the reference
-    val_fraction:float=0.1 # share of the training split held out to pick the best checkpoint
-    epochs:int=50
-    batch_size:int=16 # per process
-    opt:str="adam" # sgd | adam | adamw
-    lr:float=1e-4
-    momentum:float=0.9 # SGD momentum / Adam beta1
-    weight_decay:float=1e-4
-    lr_scheduler:str="steplr" # steplr | multisteplr | cosineannealinglr | exponentiallr | none (stepped per epoch)
-    lr_step:int=100 # steplr: epochs between decays
-    lr_steps:list=field(default_factory=lambda: [10, 30, 50]) # multisteplr: decay epochs
-    lr_gamma:float=0.1 # decay factor
-    warmup:bool=False # linear warm-up over the first 2 epochs
-    t_max:int=10 # cosineannealinglr: half period in epochs
-    eta_min:float=5e-5 # cosineannealinglr: lowest learning rate
-    amp:bool=False # mixed precision: fp16 + grad scaler on CUDA, bf16 on CPU
-    seed:int=0
-    device:str="auto"
-    num_workers:int=0
-    eval:bool=False # only evaluate (the LLB weights of `resume` when it is a checkpoint path)
-    resume:str|None=None # "latest" (in out_dir) or a checkpoint path
-    progress:bool=True # progress bars
-
-    def __post_init__(self):
-        check_choice(self.method, METHODS, "method")
-        check_choice(self.vit_size, VIT_SIZES, "vit_size")
-        self.opt = check_choice(self.opt.lower(), ("sgd", "adam", "adamw"), "opt")
-        self.lr_scheduler = check_choice(self.lr_scheduler.lower(), LR_SCHEDULERS, "lr_scheduler")
-        if self.backbone is not None and not self.backbone.startswith("timm/"):
-            raise LccError(f"backbone={self.backbone!r}: LLB needs a timm ViT, written timm/<name> (e.g. timm/vit_small_patch16_224).")
-        if self.transfer and self.encoder_weight is None and self.backbone is None and METHODS[self.method]["tag"] is None:
-            raise LccError(f"method {self.method!r} has no weights in timm; give encoder_weight=<state dict path> with transfer.")
-        if not 0 < self.val_fraction < 1: raise LccError(f"val_fraction={self.val_fraction!r} must be in (0, 1): LLB picks its best checkpoint on validation, never on test.")
-
 # %% ../nbs/15_llb.ipynb #0efabf57
 def llb_transform(image_size:int, # output side
                   mean:tuple, std:tuple, # per-channel normalisation (averaged when the channel count differs)
@@ -360,100 +259,64 @@ def backbone_spec(config:LLBConfig) -> tuple[str, dict, dict]:
         options = {"global_pool": "avg"} if recipe["pool"] == "avg" else {}
     return name, {**options, **config.backbone_config}, recipe
 
-def llb_datasets(config:LLBConfig) -> tuple:
-    "(train with RandAugment, validation, test) datasets; validation is `val_fraction` of the training split."
+def llb_datasets(config:LLBConfig, data:DataConfig, seed:int=0) -> tuple:
+    "(train with RandAugment, validation, test or None): validation is `val_split`, else `val_fraction` of the training split."
     _, _, recipe = backbone_spec(config)
-    size = config.image_size or recipe["image_size"]
-    crop = config.crop_pct or recipe["crop_pct"]
-    def data(split, train):
-        tf = llb_transform(size, recipe["mean"], recipe["std"], train, config.in_chans, crop, config.randaugment)
-        return get_dataset(config.dataset, split, root=config.data_dir, download=config.download, transform=tf)
-    train, held_out = data("train", True), data("train", False)
-    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed)).tolist()
-    n_val = max(1, round(config.val_fraction * len(train)))
-    return Subset(train, perm[n_val:]), Subset(held_out, perm[:n_val]), data("test", False)
+    size, crop = data.image_size or recipe["image_size"], config.crop_pct or recipe["crop_pct"]
+    def load(split, train):
+        tf = llb_transform(size, recipe["mean"], recipe["std"], train, data.in_chans, crop, config.randaugment)
+        return get_dataset(data.dataset, split, root=data.root, download=data.download, transform=tf)
+    train, test = load(data.train_split, True), load(data.test_split, False) if data.test_split else None
+    if data.val_split: return train, load(data.val_split, False), test
+    if not 0 < data.val_fraction < 1: raise LccError(f"val_fraction={data.val_fraction!r}: LLB picks its best checkpoint on validation, never on test; give val_split or a val_fraction in (0, 1).")
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = max(1, round(data.val_fraction * len(train)))
+    return Subset(train, perm[n_val:]), Subset(load(data.train_split, False), perm[:n_val]), test
 
-def build_llb_model(config:LLBConfig, num_classes:int) -> LLBModel:
+def build_llb_model(config:LLBConfig, data:DataConfig, num_classes:int) -> LLBModel:
     "The configured backbone (pretrained with `transfer`) wrapped with a fresh LLB branch."
-    name, options, _ = backbone_spec(config)
+    name, options, recipe = backbone_spec(config)
     pretrained = (config.encoder_weight or True) if config.transfer else False
-    image_size = config.image_size or options.pop("img_size", None) or METHODS[config.method]["image_size"]
-    backbone = get_model(name, num_classes, pretrained=pretrained, in_chans=config.in_chans, image_size=image_size, **options)
+    image_size = data.image_size or options.pop("img_size", None) or recipe["image_size"]
+    backbone = get_model(name, num_classes, pretrained=pretrained, in_chans=data.in_chans, image_size=image_size, **options)
     return LLBModel(backbone, num_classes, config.target_layer, config.object_size, config.num_nvit_layers,
                     config.temperature, config.alpha, config.freeze)
 
 # %% ../nbs/15_llb.ipynb #e6ab9536
-def llb_train_config(config:LLBConfig, out_dir:str|Path|None=None) -> TrainConfig:
-    "The loop's settings for an LLB run (the learning-rate schedule is EpochSchedule's)."
-    on_cuda = torch.cuda.is_available() and config.device != "cpu"
-    resume = True if config.resume == "latest" else (config.resume or False)
-    return TrainConfig(epochs=0 if config.eval else config.epochs, batch_size=config.batch_size, optimizer=config.opt, lr=config.lr,
-                       momentum=config.momentum, weight_decay=config.weight_decay, scheduler="none", drop_last=True,
-                       precision=("16" if on_cuda else "bf16") if config.amp else "32", device=config.device, seed=config.seed,
-                       num_workers=config.num_workers, out_dir=None if out_dir is None else str(out_dir),
-                       resume=False if config.eval else resume, monitor="val_acc", progress=config.progress,
-                       find_unused_parameters=not config.freeze)
+@dataclass
+class LLBRun:
+    "What `run_llb` returns."
+    model: LLBModel # the trained model (last weights)
+    train: TrainResult # the loop's result: history, checkpoints, test metrics of the best weights
+    metrics: dict # test metrics of the best validation checkpoint, best_val_acc, best_step, epochs, steps, time_s
+    results: dict # the run's record, as written to out_dir/results.json
+    configs: dict # {role: config} of the run
 
-def as_llb_config(config:LLBConfig|dict|None=None, **overrides) -> LLBConfig:
-    "An `LLBConfig` from a config, a dict of its fields (e.g. papermill parameters) or keyword arguments."
-    values = asdict(config) if isinstance(config, LLBConfig) else dict(config or {})
-    unknown = sorted((set(values) | set(overrides)) - {f.name for f in fields(LLBConfig)})
-    if unknown: check_choice(unknown[0], [f.name for f in fields(LLBConfig)], "LLB option")
-    return LLBConfig(**{**values, **overrides})
+def eval_checkpoint(train:TrainConfig) -> str:
+    "The checkpoint an evaluation-only run loads: `resume` as a path, or the latest in out_dir/checkpoints when True."
+    if isinstance(train.resume, str): return train.resume
+    found = list_checkpoints(Path(train.out_dir)/"checkpoints") if train.resume is True else []
+    if not found: raise LccError("eval=True evaluates a trained LLB model: give resume=<checkpoint path>, or resume=True with the out_dir of a run that wrote checkpoints.")
+    return str(found[-1])
 
-def run_llb(config:LLBConfig|dict|None=None, # the run's options (dict keys: LLBConfig fields)
-            out_dir:str|Path|None=None, # checkpoints, logs, results.json and llb_metrics.json; None keeps nothing
-            **overrides) -> dict: # LLBConfig fields replacing those of config
+def run_llb(config:LLBConfig|dict|None=None, # LLB's own settings
+            train:TrainConfig|dict|None=None, # the loop's settings
+            data:DataConfig|dict|None=None, # the dataset, its validation share, image size and channels
+            *, recipe:str|None="default", # a recipe of lcc_nb.llb_config; None: the class defaults
+            **settings) -> LLBRun: # any setting of the three configs by its name (or a reference alias such as opt=, amp=)
     "Train LLB (or only evaluate it) and return the test metrics of the best validation checkpoint."
-    config = as_llb_config(config, **overrides)
-    train, val, test = llb_datasets(config)
-    set_seed(config.seed)
-    model = build_llb_model(config, len(test.classes))
-    if config.eval and config.resume not in (None, "latest"):
-        model.load_state_dict(load_checkpoint(config.resume, map_location="cpu")["model"])
-    schedule = EpochSchedule(config.lr_scheduler, config.lr_step, config.lr_steps, config.lr_gamma, config.t_max, config.eta_min,
-                             warmup_epochs=2 if config.warmup else 0)
-    trainer = Trainer(model, train, val, test, llb_train_config(config, out_dir), plugins=[LLBPlugin(config.diversity_weight), schedule])
+    configs = run_configs("llb", LLB_ROLES, recipe, settings, config=config, train=train, data=data)
+    llb, loop, data = (configs[role] for role in LLB_ROLES)
+    set_seed(loop.seed, loop.deterministic)
+    train_set, val_set, test_set = llb_datasets(llb, data, loop.seed)
+    model = build_llb_model(llb, data, len(val_set.dataset.classes if isinstance(val_set, Subset) else val_set.classes))
+    if llb.eval:
+        model.load_state_dict(load_checkpoint(eval_checkpoint(loop), map_location="cpu")["model"])
+        loop = replace(loop, epochs=0, resume=False)
+    loop = replace(loop, find_unused_parameters=loop.find_unused_parameters or not llb.freeze)
+    trainer = Trainer(model, train_set, val_set, test_set, loop, plugins=[LLBPlugin(llb.diversity_weight)],
+                      record={"method": "llb", "configs": configs})
     result = trainer.fit()
     metrics = {**result.test_metrics, "best_val_acc": result.best_metric, "best_step": result.best_step,
                "epochs": result.epochs, "steps": result.step, "time_s": result.time_s}
-    if out_dir is not None and trainer.is_main: atomic_save_json({"config": asdict(config), "metrics": metrics}, Path(out_dir)/"llb_metrics.json")
-    return metrics
-
-# %% ../nbs/15_llb.ipynb #8d2b3393
-CLI_ALIASES = {"weight_decay": ["--wd"], "batch_size": ["-b"]}
-CLI_CHOICES = {"method": list(METHODS), "lr_scheduler": LR_SCHEDULERS}   # listed in the help (checked by LLBConfig)
-
-def _field_help(cls) -> dict:
-    "The comment after each field of dataclass `cls` in its source (its help text)."
-    try: source = inspect.getsource(cls)
-    except (OSError, TypeError): return {}
-    return {m.group(1): m.group(2) for m in re.finditer(r"^\s+(\w+)\s*:[^\n#]*#\s*([^\n]*)$", source, re.M)}
-
-def _add_config_arguments(parser:argparse.ArgumentParser, cls=LLBConfig):
-    "One option per field of `cls`: bools as --x/--no-x, lists as several values, dicts as JSON."
-    helps = _field_help(cls)
-    for f in fields(cls):
-        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else []) + CLI_ALIASES.get(f.name, [])
-        kind = str(f.type)
-        default = f.default_factory() if callable(f.default_factory) else f.default
-        choices = f" ({', '.join(CLI_CHOICES[f.name])})" if f.name in CLI_CHOICES else ""
-        options = dict(dest=f.name, default=default, help=helps.get(f.name, "") + choices)
-        if kind == "bool": options["action"] = argparse.BooleanOptionalAction
-        elif kind.startswith("list"): options.update(nargs="+", type=int)
-        elif kind.startswith("dict"): options["type"] = json.loads
-        else: options["type"] = int if kind.startswith("int") else float if kind.startswith("float") else str
-        parser.add_argument(*names, **options)
-
-def _llb_command(args) -> int:
-    values = {f.name: getattr(args, f.name) for f in fields(LLBConfig)}
-    print(json.dumps(run_llb(values, args.out_dir), indent=1))
-    return 0
-
-def register_cli(subparsers):
-    "Add `lcc_nb llb`: train the LLB branch on a frozen ViT and print the test metrics."
-    p = subparsers.add_parser("llb", help="Label-focused Latent-object Biasing on a frozen ViT", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                              description="Train LLB (ICLR 2024) through the lcc_nb loop; the best checkpoint is chosen on validation.")
-    _add_config_arguments(p)
-    p.add_argument("--out_dir", "--out-dir", "--save_dir", dest="out_dir", default=None, help="checkpoints, logs and llb_metrics.json")
-    p.set_defaults(func=_llb_command)
+    return LLBRun(model, result, metrics, trainer.write_results({"best_val_acc": result.best_metric}), configs)

@@ -11,8 +11,8 @@ from scipy.special import comb
 from .core import LccError, check_choice
 
 # %% auto #0
-__all__ = ['as_labels', 'contingency', 'nmi', 'ari', 'cluster_acc', 'purity', 'match_clusters_to_classes', 'knn_predict',
-           'knn_accuracy', 'linear_probe']
+__all__ = ['as_labels', 'contingency', 'nmi', 'ari', 'cluster_acc', 'purity', 'match_clusters_to_classes', 'misclustered_mask',
+           'knn_predict', 'knn_accuracy', 'linear_probe']
 
 # %% ../nbs/04_metrics.ipynb #da796b82
 def as_labels(y, # a labeling: array-like of hashable labels, shape (N,)
@@ -87,6 +87,20 @@ def match_clusters_to_classes(y_true, # class labels (N,)
     classes, clusters = np.unique(as_labels(y_true, "y_true")), np.unique(as_labels(y_cluster, "y_cluster"))
     majority = contingency(y_true, y_cluster).argmax(0)
     return {c.item(): classes[m].item() for c, m in zip(clusters, majority)}
+
+# %% ../nbs/04_metrics.ipynb #83772e99
+def misclustered_mask(y_true, # class of every sample (N,)
+                      y_cluster, # community of every sample (N,); negative = outlier
+                      cluster_to_class:dict # community → matched class
+                     ) -> np.ndarray:
+    "Boolean (N,): True where a sample's community is matched to another class (outliers are mis-clustered)."
+    y_true, y_cluster = np.asarray(y_true), np.asarray(y_cluster, dtype=np.int64)
+    if not cluster_to_class: return np.ones(len(y_true), bool)
+    communities = np.array(sorted(cluster_to_class), dtype=np.int64)
+    classes = np.array([cluster_to_class[c] for c in communities], dtype=np.int64)
+    slot = np.minimum(np.searchsorted(communities, y_cluster), len(communities) - 1)
+    matched = np.where((communities[slot] == y_cluster) & (y_cluster >= 0), classes[slot], -1)   # -1: outlier / unmatched
+    return matched != y_true
 
 # %% ../nbs/04_metrics.ipynb #ad713b17
 def knn_predict(x_train, # training latents (N, D)

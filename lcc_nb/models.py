@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .core import ChoiceError, CheckpointError, LccError, check_choice, load_state_dict_checked
+from .preprocessing import resolve_data_config
 
 # %% auto #0
 __all__ = ['MODEL_REGISTRY', 'ALEXNET_CFG', 'ALEXNET_SMALL_CFG', 'VGG16_CFG', 'MODEL_NAME_HINT', 'register_model', 'list_models',
@@ -20,7 +21,7 @@ __all__ = ['MODEL_REGISTRY', 'ALEXNET_CFG', 'ALEXNET_SMALL_CFG', 'VGG16_CFG', 'M
            'feedforward', 'alexnet_bn', 'vgg16', 'find_head_name', 'replace_head', 'read_state_dict', 'load_weights',
            'select_output', 'LogitsOf', 'hf_model_types', 'build_hf', 'build_timm', 'adapt_first_conv',
            'build_torchvision', 'build_lcc', 'get_model', 'submodule_names', 'get_submodule', 'output_tensor',
-           'model_tree', 'pretty_print', 'register_cli']
+           'model_tree', 'pretty_print']
 
 # %% ../nbs/02_models.ipynb #2d125318
 MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -412,7 +413,7 @@ def get_model(name:str, # lcc/<name>, timm/<name>, hf/<org>/<name>, hf/<model_ty
               in_chans:int|None=None, # input channels, where the family supports it
               image_size:int|None=None, # input image size, where the architecture depends on it
               **config) -> nn.Module: # family-specific options (e.g. hf config fields, timm kwargs, sobel=True)
-    "Build a classifier by name; its forward returns a logits tensor (B, num_classes)."
+    "Build a classifier by name; its forward returns a logits tensor (B, num_classes); `.data_config` is its preprocessing."
     family, _, rest = name.partition("/")
     options = dict(in_chans=in_chans, image_size=image_size, **config)
     if family == "lcc": model = build_lcc(name, num_classes, pretrained, **options)
@@ -426,7 +427,10 @@ def get_model(name:str, # lcc/<name>, timm/<name>, hf/<org>/<name>, hf/<model_ty
     if isinstance(pretrained, (str, Path)) and not (family == "hf" and Path(pretrained).is_dir()):
         load_weights(model, pretrained, head_name)
     if head_name is not None: replace_head(model, num_classes, head_name)
-    return LogitsOf(model, logit_key) if logit_key is not None else model
+    data_config = resolve_data_config(name, model, pretrained, in_chans, image_size)
+    model = LogitsOf(model, logit_key) if logit_key is not None else model
+    model.data_config = data_config
+    return model
 
 # %% ../nbs/02_models.ipynb #61c8ff7f
 def submodule_names(model:nn.Module, leaves_only:bool=False) -> list[str]:
@@ -486,21 +490,3 @@ def model_tree(model:nn.Module, depth:int=2, # how many levels of submodules to 
 def pretty_print(model:nn.Module, depth:int=2, input_shape:tuple|None=None):
     "Print `model_tree(model, depth, input_shape)`."
     print(model_tree(model, depth, input_shape))
-
-# %% ../nbs/02_models.ipynb #299f4d23
-def _pretty_print_command(args):
-    shape = tuple(int(s) for s in args.input_shape.split(",")) if args.input_shape else None
-    model = get_model(args.model, args.num_classes, in_chans=args.in_chans, image_size=args.image_size)
-    pretty_print(model, args.depth, shape)
-
-def register_cli(subparsers):
-    "Add `lcc_nb pretty-print MODEL [--depth N] [--num-classes K] [--input-shape C,H,W]`."
-    p = subparsers.add_parser("pretty-print", help="show a model's submodules (to pick latent layers)",
-                              description=f"Print the submodule tree of a model. {MODEL_NAME_HINT}")
-    p.add_argument("model", help="model name, e.g. lcc/small_cnn, resnet18, timm/resnet10t, hf/vit")
-    p.add_argument("--depth", type=int, default=2, help="levels of submodules to show")
-    p.add_argument("--num-classes", type=int, default=10, help="number of output logits")
-    p.add_argument("--in-chans", type=int, default=None, help="input channels")
-    p.add_argument("--image-size", type=int, default=None, help="input image size")
-    p.add_argument("--input-shape", default=None, help="C,H,W: also print each submodule's output shape")
-    p.set_defaults(func=_pretty_print_command)

@@ -5,7 +5,6 @@
 # %% ../nbs/16_panels.ipynb #2b067068
 from __future__ import annotations
 import html, io, time
-from copy import deepcopy
 from typing import Callable, Sequence
 
 import ipywidgets as widgets
@@ -14,24 +13,19 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 from IPython.display import display
+from fastcore.basics import patch
+from plotly.callbacks import InputDeviceState, LassoSelector, Points
 
 from .core import LccError, check_choice
 from .embed import EMBEDDERS, embed_2d
-from .plotting import calibration_heatmap, class_scatter, label_color, trace_plot
+from .metrics import cluster_acc, match_clusters_to_classes, misclustered_mask, nmi
+from .plotting import as_frame, calibration_figure, class_scatter, grid_point_label, lime_figure
 
 # %% auto #0
-__all__ = ['COLOUR_MODES', 'SQUARE_SEGMENTS', 'MALA_COLUMNS', 'Panel', 'send_click', 'send_heatmap_click', 'send_selection',
-           'image_png', 'LatentExplorer', 'lime_figure', 'LimePanel', 'point_traces_figure', 'CalibrationPanel']
+__all__ = ['COLOUR_MODES', 'SQUARE_SEGMENTS', 'Panel', 'image_png', 'LatentExplorer', 'LimePanel', 'CalibrationPanel']
 
 # %% ../nbs/16_panels.ipynb #ad8e5543
-class Panel:
-    "Base of the interactive panels: `.widget` is shown when the panel is displayed; `state()` says what it shows."
-    widget: widgets.Widget
-    controls: dict
-    def _ipython_display_(self): display(self.widget)
-    def state(self) -> dict: raise NotImplementedError
-
-def _observe(panel:Panel, callback:Callable):
+def _observe(panel, callback:Callable):
     "Call `callback()` whenever one of `panel.controls` changes value."
     for control in panel.controls.values():
         if isinstance(control, widgets.ValueWidget): control.observe(lambda change: callback(), names="value")
@@ -43,37 +37,43 @@ def _plain(obj):
     if isinstance(obj, (list, tuple)): return [_plain(v) for v in obj]
     return obj.item() if isinstance(obj, np.generic) else obj
 
-def _show(fig:go.FigureWidget, # the panel's live figure
-          new:go.Figure): # the figure it should now show
-    "Make `fig` show `new`'s traces and layout in one batched update, and keep its saved state in step."
-    # plain lists, not numpy arrays (sent as binary buffers, whose stale paths nbclient saves, breaking static exports)
-    data, layout = _plain(new._data), _plain(new._layout)
-    with fig.batch_update():
-        fig.data = []
-        fig.add_traces(data)
-        fig.layout = layout
-    # Front ends apply the update messages; the widget state saved with a notebook (static HTML export) is this copy:
-    fig._widget_layout, fig._widget_data = deepcopy(fig._layout_obj._props), deepcopy(fig._data)
-
-# %% ../nbs/16_panels.ipynb #639f8a19
-def send_click(fig:go.FigureWidget, trace:int, point:int):
-    "Deliver a click on point `point` of trace `trace` to `fig`'s callbacks, as the browser does."
+def _points(fig:go.FigureWidget, trace:int, inds:Sequence) -> Points:
+    "The `Points` a browser event on points `inds` of trace `trace` carries (a heat-map cell is [row, col])."
     t = fig.data[trace]
-    x, y = (t.x[point], t.y[point]) if t.x is not None and np.ndim(point) == 0 else (None, None)
-    fig._js2py_pointsCallback = {"event_type": "plotly_click", "points": {"xs": [x], "ys": [y], "point_indexes": [point], "trace_indexes": [trace]}}
+    x = t.x if t.x is not None else range(len(t.y))   # a trace given only y has x = 0, 1, ...
+    xy = [(x[p[1]], t.y[p[0]]) if np.ndim(p) else (x[p], t.y[p]) for p in inds]
+    return Points(point_inds=list(inds), xs=[x for x, _ in xy], ys=[y for _, y in xy], trace_name=t.name, trace_index=trace)
 
-def send_heatmap_click(fig:go.FigureWidget, x, y, trace:int=0):
-    "Deliver a click on the heat-map cell at category labels (`x`, `y`), as the browser does."
-    t = fig.data[trace]
-    cell = [list(t.y).index(y), list(t.x).index(x)]
-    fig._js2py_pointsCallback = {"event_type": "plotly_click", "points": {"xs": [x], "ys": [y], "point_indexes": [cell], "trace_indexes": [trace]}}
+class Panel:
+    "Base of the interactive panels: `.widget` is shown when the panel is displayed; `state()` says what it shows."
+    widget: widgets.Widget
+    controls: dict
+    figure: go.FigureWidget|None = None # the figure shown now (a new one after every redraw)
+    figure_box: widgets.Box # where the panel's figure sits in `widget`
 
-def send_selection(fig:go.FigureWidget, points:dict): # {trace index: [point index, ...]}
-    "Deliver a lasso selection of `points` to `fig`'s callbacks, as the browser does."
-    pairs = [(t, p) for t, ps in points.items() for p in ps]
-    fig._js2py_pointsCallback = {"event_type": "plotly_selected", "selector": {"type": "lasso", "selector_state": {"xs": [0, 1, 1], "ys": [0, 0, 1]}},
-                                 "points": {"xs": [fig.data[t].x[p] for t, p in pairs], "ys": [fig.data[t].y[p] for t, p in pairs],
-                                            "point_indexes": [p for _, p in pairs], "trace_indexes": [t for t, _ in pairs]}}
+    def _ipython_display_(self): display(self.widget)
+    def state(self) -> dict: raise NotImplementedError
+    def _on_click(self, trace, points:Points, state:InputDeviceState): "Called by every trace on a click."
+    def _on_selection(self, trace, points:Points, selector): "Called by every trace on a lasso or box selection."
+
+    def show(self, fig:go.Figure):
+        "Show `fig` as the panel's figure, its traces' clicks and selections wired to the panel."
+        widget = go.FigureWidget(data=[_plain(t.to_plotly_json()) for t in fig.data], layout=_plain(fig.layout.to_plotly_json()))
+        for trace in widget.data: trace.on_click(self._on_click); trace.on_selection(self._on_selection)
+        old, self.figure = self.figure, widget
+        self.figure_box.children = (widget,)
+        if old is not None: old.close()
+
+    def click(self, trace:int, # index of the clicked trace in `figure.data`
+              point): # the point's index in the trace, or [row, col] of a heat-map cell
+        "Click a point of the figure, as the user does: every trace's click callback, the clicked one with the point."
+        state = InputDeviceState(ctrl=False, alt=False, shift=False, meta=False, button=0, buttons=1)
+        for i, t in enumerate(self.figure.data): self._on_click(t, _points(self.figure, i, [point] if i == trace else []), state)
+
+    def lasso(self, points:dict): # {trace index: [point index, ...]}
+        "Select `points` with the lasso, as the user does: every trace's selection callback, in trace order."
+        selector = LassoSelector(xs=[0, 1, 1], ys=[0, 0, 1])
+        for i, t in enumerate(self.figure.data): self._on_selection(t, _points(self.figure, i, points.get(i, [])), selector)
 
 # %% ../nbs/16_panels.ipynb #9665d469
 def image_png(image, # (C, H, W) tensor/array in [0, 1] (C = 1 or 3), or (H, W)
@@ -119,15 +119,14 @@ class LatentExplorer(Panel):
             method=widgets.Dropdown(options=list(EMBEDDERS), value=check_choice(method, EMBEDDERS, "projection method"), description="projection"),
             colour_by=widgets.Dropdown(options=modes, value=check_choice(colour_by or modes[0], modes, "colouring"), description="colour by"),
             n_clusters=widgets.IntSlider(value=min(k, n - 1), min=2, max=max(2, min(100, n - 1)), description="clusters"))
-        self.figure = go.FigureWidget()
-        self.status = widgets.HTML()
+        self.figure_box, self.status = widgets.Box(), widgets.HTML()
         self.image = widgets.Image(format="png", width=160, height=160, layout=widgets.Layout(visibility="hidden"))
         self.caption, self.selection_table = widgets.HTML(), widgets.HTML()
         self.clicked, self.selected = None, np.array([], dtype=np.int64)
         self._clusters = {}
         side = widgets.VBox([self.image, self.caption, self.selection_table], layout=widgets.Layout(width="300px"))
         self.widget = widgets.VBox([widgets.HBox(list(self.controls.values())[:2]), widgets.HBox(list(self.controls.values())[2:]),
-                                    self.status, widgets.HBox([self.figure, side])])
+                                    self.status, widgets.HBox([self.figure_box, side])])
         _observe(self, self.refresh)
         self.refresh()
 
@@ -146,30 +145,8 @@ class LatentExplorer(Panel):
 
     def misclustered(self) -> np.ndarray:
         "Bool (N,): the sample's cluster is matched (by majority) to another class."
-        from lcc_nb.lcc import misclustered_mask
-        from lcc_nb.metrics import match_clusters_to_classes
         clusters = self.clusters()
         return misclustered_mask(self.labels, clusters, match_clusters_to_classes(self.labels, clusters))
-
-    def colours(self) -> tuple[np.ndarray, np.ndarray|None, str]:
-        "`(labels, outlier mask or None, title suffix)` the current colouring draws."
-        mode = self.value("colour_by")
-        if mode == "true label": return self.labels, None, "true label"
-        if mode == "prediction":
-            wrong = "" if self.labels is None else f", {np.mean(self.predictions != self.labels):.1%} wrong"
-            return self.predictions, None, f"prediction{wrong}"
-        from lcc_nb.metrics import cluster_acc, nmi
-        clusters, k = self.clusters(), self.value("n_clusters")
-        scores = "" if self.labels is None else f", NMI {nmi(self.labels, clusters):.2f}, ACC {cluster_acc(self.labels, clusters):.2f}"
-        if mode == "cluster": return clusters, None, f"{k} clusters{scores}"
-        mis = self.misclustered()
-        return self.labels, mis, f"{int(mis.sum())} mis-clustered ({mis.mean():.1%}) of {k} clusters{scores}"
-
-    def _hover(self) -> list[str]:
-        "Every known labelling of each sample, for the hover text."
-        parts = [(name, values) for name, values in (("true", self.labels), ("predicted", self.predictions)) if values is not None]
-        if self.value("colour_by") in ("cluster", "mis-clustered"): parts.append(("cluster", self.clusters()))
-        return [" · ".join(f"{name} {values[i]}" for name, values in parts) for i in range(len(self.indices))]
 
     def refresh(self):
         "Recompute the projection and colouring from the controls and redraw the figure."
@@ -182,9 +159,7 @@ class LatentExplorer(Panel):
         fig = class_scatter(self.coords(), labels, outliers=outliers, hover=self._hover(), title=title, class_names=names,
                             indices=self.indices, outlier_name="mis-clustered")
         fig.update_layout(height=520, width=640, dragmode="lasso")
-        _show(self.figure, fig)
-        for trace in self.figure.data:
-            trace.on_click(self._on_click); trace.on_selection(self._on_selection)
+        self.show(fig)
         self.status.value = f"{len(self.indices)} samples · {time.perf_counter() - t0:.1f} s"
 
     def _on_click(self, trace, points, state):
@@ -195,30 +170,55 @@ class LatentExplorer(Panel):
         if points.point_inds: self.selected = np.union1d(self.selected, np.array([trace.customdata[i][0] for i in points.point_inds], dtype=np.int64))
         self.selection_table.value = self.selection_html()
 
-    def show_sample(self, index:int):
-        "Show the image and labels of sample `index` (a dataset index) beside the plot."
-        self.clicked = int(index)
-        row = int(np.searchsorted(self.indices, index))
-        facts = [f"sample <b>{index}</b>"] + [f"{name} {values[row]}" for name, values in (("label", self.labels), ("predicted", self.predictions)) if values is not None]
-        self.caption.value = " · ".join(facts)
-        if self.dataset is not None:
-            self.image.value = image_png(self.dataset[int(index)][0])
-            self.image.layout.visibility = "visible"
-
-    def selection_html(self, limit:int=50) -> str:
-        "An HTML table of the selected samples (index, label, cluster, prediction)."
-        rows = np.searchsorted(self.indices, self.selected[:limit])
-        columns = [("index", self.indices)] + [(n, v) for n, v in (("label", self.labels), ("predicted", self.predictions)) if v is not None]
-        if self.value("colour_by") in ("cluster", "mis-clustered"): columns.append(("cluster", self.clusters()))
-        head = "".join(f"<th>{n}</th>" for n, _ in columns)
-        body = "".join("<tr>" + "".join(f"<td>{v[r]}</td>" for _, v in columns) + "</tr>" for r in rows)
-        more = f"<p>… and {len(self.selected) - limit} more</p>" if len(self.selected) > limit else ""
-        return f"<p>{len(self.selected)} selected</p><table><tr>{head}</tr>{body}</table>{more}"
-
     def state(self) -> dict:
         "The controls' values, the traces drawn, and the clicked and selected samples."
         return dict(**{k: c.value for k, c in self.controls.items()}, title=self.figure.layout.title.text,
                     traces=[t.name for t in self.figure.data], clicked=self.clicked, selected=self.selected.tolist())
+
+# %% ../nbs/16_panels.ipynb #ea4c0007
+@patch
+def colours(self:LatentExplorer) -> tuple[np.ndarray, np.ndarray|None, str]:
+    "`(labels, outlier mask or None, title suffix)` the current colouring draws."
+    mode = self.value("colour_by")
+    if mode == "true label": return self.labels, None, "true label"
+    if mode == "prediction":
+        wrong = "" if self.labels is None else f", {np.mean(self.predictions != self.labels):.1%} wrong"
+        return self.predictions, None, f"prediction{wrong}"
+    clusters, k = self.clusters(), self.value("n_clusters")
+    scores = "" if self.labels is None else f", NMI {nmi(self.labels, clusters):.2f}, ACC {cluster_acc(self.labels, clusters):.2f}"
+    if mode == "cluster": return clusters, None, f"{k} clusters{scores}"
+    mis = self.misclustered()
+    return self.labels, mis, f"{int(mis.sum())} mis-clustered ({mis.mean():.1%}) of {k} clusters{scores}"
+
+@patch
+def _hover(self:LatentExplorer) -> list[str]:
+    "Every known labelling of each sample, for the hover text."
+    parts = [(name, values) for name, values in (("true", self.labels), ("predicted", self.predictions)) if values is not None]
+    if self.value("colour_by") in ("cluster", "mis-clustered"): parts.append(("cluster", self.clusters()))
+    return [" · ".join(f"{name} {values[i]}" for name, values in parts) for i in range(len(self.indices))]
+
+# %% ../nbs/16_panels.ipynb #693b6355
+@patch
+def show_sample(self:LatentExplorer, index:int):
+    "Show the image and labels of sample `index` (a dataset index) beside the plot."
+    self.clicked = int(index)
+    row = int(np.searchsorted(self.indices, index))
+    facts = [f"sample <b>{index}</b>"] + [f"{name} {values[row]}" for name, values in (("label", self.labels), ("predicted", self.predictions)) if values is not None]
+    self.caption.value = " · ".join(facts)
+    if self.dataset is not None:
+        self.image.value = image_png(self.dataset[int(index)][0])
+        self.image.layout.visibility = "visible"
+
+@patch
+def selection_html(self:LatentExplorer, limit:int=50) -> str:
+    "An HTML table of the selected samples (index, label, cluster, prediction)."
+    rows = np.searchsorted(self.indices, self.selected[:limit])
+    columns = [("index", self.indices)] + [(n, v) for n, v in (("label", self.labels), ("predicted", self.predictions)) if v is not None]
+    if self.value("colour_by") in ("cluster", "mis-clustered"): columns.append(("cluster", self.clusters()))
+    head = "".join(f"<th>{n}</th>" for n, _ in columns)
+    body = "".join("<tr>" + "".join(f"<td>{v[r]}</td>" for _, v in columns) + "</tr>" for r in rows)
+    more = f"<p>… and {len(self.selected) - limit} more</p>" if len(self.selected) > limit else ""
+    return f"<p>{len(self.selected)} selected</p><table><tr>{head}</tr>{body}</table>{more}"
 
 # %% ../nbs/16_panels.ipynb #01d09bfe
 def _latent_arrays(model, dataset, latents, submodules, batch_size):
@@ -248,33 +248,6 @@ def _optional_labels(values, n:int, what:str) -> np.ndarray|None:
 
 # %% ../nbs/16_panels.ipynb #43f22590
 SQUARE_SEGMENTS = (4, 9, 16, 25, 36, 49, 64, 100)
-
-def lime_figure(explanation, # a `lcc_nb.explain.Explanation`
-                top_segments:Sequence[tuple[int, float]], # (segment, weight) pairs to draw as bars
-                size:int=64) -> go.Figure: # longest side of the drawn images in data pixels (plotly scales them up on screen)
-    "The image with its segments, the weight map and the positive mask, above bars of the top segments' weights."
-    from plotly.subplots import make_subplots
-    from skimage.segmentation import mark_boundaries
-    image, segments, exp = np.clip(explanation.image, 0, 1), explanation.segments, explanation
-    scale = max(1, size // max(image.shape[:2]))  # small images are enlarged so segment boundaries can be thin
-    big = lambda a: np.kron(a, np.ones((scale, scale) + (1,) * (a.ndim - 2)))
-    bounds = mark_boundaries(big(image), big(segments).astype(int), color=(1, 1, 0))
-    masked = np.where(exp.mask[..., None], image, 0.25 * image)
-    limit = max(abs(w) for w in exp.segment_weights.values()) or 1.0
-    fig = make_subplots(2, 3, specs=[[{}, {}, {}], [{"colspan": 3}, None, None]], row_heights=[0.62, 0.38], vertical_spacing=0.12,
-                        subplot_titles=("segments", "LIME weight", "mask (positive)", "top segments"))
-    fig.add_trace(go.Image(z=(bounds * 255).astype(np.uint8), hoverinfo="skip"), 1, 1)
-    fig.add_trace(go.Heatmap(z=exp.weight_map(), colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit,
-                             colorbar=dict(title="weight", len=0.55, y=0.75)), 1, 2)
-    fig.add_trace(go.Image(z=(masked * 255).astype(np.uint8), hoverinfo="skip"), 1, 3)
-    segment_ids, weights = zip(*top_segments)
-    fig.add_bar(x=[f"segment {s}" for s in segment_ids], y=list(weights), row=2, col=1, showlegend=False,
-                marker_color=["#2166ac" if w > 0 else "#b2182b" for w in weights])
-    fig.update_yaxes(autorange="reversed", scaleanchor="x2", row=1, col=2)
-    fig.update_xaxes(showticklabels=False, row=1); fig.update_yaxes(showticklabels=False, row=1)
-    fig.update_xaxes(type="category", row=2, col=1); fig.update_yaxes(title_text="LIME weight", row=2, col=1)
-    fig.update_layout(title=f"{exp.target}: output {exp.output:.3f}", height=560, width=900, template="plotly_white")
-    return fig
 
 class LimePanel(Panel):
     "Interactive LIME explanations of a classifier's classes or a CD model's feature heads."
@@ -306,9 +279,9 @@ class LimePanel(Panel):
             n_segments=widgets.Dropdown(options=[n for n in SQUARE_SEGMENTS if n <= side * side], value=n_segments, description="how many"))
         self.caption = widgets.HTML()
         self.explanation = None
-        self.figure = go.FigureWidget()
+        self.figure_box = widgets.Box()
         self.widget = widgets.VBox([widgets.HBox(list(self.controls.values())[:3]), widgets.HBox(list(self.controls.values())[3:]),
-                                    self.caption, self.figure])
+                                    self.caption, self.figure_box])
         _observe(self, self.refresh)
         self.refresh()
 
@@ -348,7 +321,7 @@ class LimePanel(Panel):
         "Explain the current sample and target and redraw the figure."
         t0 = time.perf_counter()
         self.explanation = exp = self.explain()
-        _show(self.figure, lime_figure(exp, self.top_segments()))
+        self.show(lime_figure(exp, self.top_segments()))
         index = self.controls["index"].value
         label = int(self.dataset[index][1])
         self.caption.value = (f"sample <b>{index}</b> · label {self._target_name(label) if self.kind == 'class' else label} · "
@@ -361,34 +334,14 @@ class LimePanel(Panel):
                     title=self.figure.layout.title.text)
 
 # %% ../nbs/16_panels.ipynb #45c5d887
-MALA_COLUMNS = ("mala_acceptance", "mala")
-
 def _sweep_parts(sweep, results=None) -> tuple[pd.DataFrame, dict, list]:
     "`(table, {row: result}, reasons)` from `calibrate`'s result, or a table (DataFrame / records / file) and optional results."
-    from lcc_nb.plotting import _as_frame
-    table = _as_frame(getattr(sweep, "table", sweep)).reset_index(drop=True)
+    table = as_frame(getattr(sweep, "table", sweep)).reset_index(drop=True)
     for col in ("epsilon", "gamma"): check_choice(col, list(table.columns), "column of the sweep table")
     results = results if results is not None else getattr(sweep, "results", None)
     if isinstance(results, dict):  # keyed by (ε, γ): the first row of each pair
         results = {int(np.flatnonzero(np.isclose(table["epsilon"], e) & np.isclose(table["gamma"], g))[0]): r for (e, g), r in results.items()}
     return table, dict(enumerate(results)) if isinstance(results, list) else results or {}, list(getattr(sweep, "reasons", []) or [])
-
-def point_traces_figure(result, # an `LLCResult` (loss_trace, llc_trace, init_loss)
-                        title:str="") -> go.Figure:
-    "Per-chain loss traces (with the initial loss) beside per-chain LLC traces of one sampler run."
-    from plotly.subplots import make_subplots
-    fig = make_subplots(1, 2, subplot_titles=("loss per chain", "LLC per chain"))
-    _add_point_traces(fig, result, row=1)
-    fig.update_layout(title=title, template="plotly_white", height=320, width=900)
-    return fig
-
-def _add_point_traces(fig:go.Figure, result, row:int):
-    "Add `result`'s loss traces (column 1, with the initial loss) and LLC traces (column 2) to row `row` of `fig`."
-    for col, traces in ((1, result.loss_trace), (2, result.llc_trace)):
-        for trace in trace_plot(traces).data: fig.add_trace(trace.update(legendgroup=trace.name, showlegend=col == 1), row, col)
-    fig.add_hline(y=result.init_loss, line=dict(color="black", dash="dash"), annotation_text="init loss", row=row, col=1)
-    fig.add_hline(y=0, line=dict(color="grey", dash="dot"), row=row, col=2)
-    fig.update_xaxes(title_text="draw", row=row)
 
 class CalibrationPanel(Panel):
     "Heat-maps of an ε/γ calibration sweep of the LLC sampler; click a cell for its traces and verdict."
@@ -407,9 +360,9 @@ class CalibrationPanel(Panel):
         self.run_button = widgets.Button(description="run sweep", icon="play", disabled=model is None or loader is None)
         self.run_button.on_click(lambda _: self.run())
         self.status, self.verdict, self.progress = widgets.HTML(), widgets.HTML(), widgets.Output()
-        self.figure = go.FigureWidget()
+        self.figure_box = widgets.Box()
         self.widget = widgets.VBox([widgets.HBox([*self.controls.values(), self.run_button]), self.status, self.progress,
-                                    widgets.HBox([self.figure, self.verdict])])
+                                    widgets.HBox([self.figure_box, self.verdict])])
         _observe(self, self.refresh)
         if sweep is not None: self.load(sweep, results)
         elif run: self.run()
@@ -442,7 +395,7 @@ class CalibrationPanel(Panel):
             nbeta.value = nbetas[nbetas.index(self.table.at[best, "nbeta"])] if best is not None and "nbeta" in self.table else nbetas[0]
         finally: self._loading = False
         nbeta.layout.display = None if len(nbetas) > 1 else "none"   # only a grid over several nβ needs the choice
-        self.status.value = f"{len(self.table)} grid points" + (f" · recommended {_point_name(self.table.loc[best])}" if best is not None else "")
+        self.status.value = f"{len(self.table)} grid points" + (f" · recommended {grid_point_label(self.table.loc[best])}" if best is not None else "")
         self.refresh()
 
     def view(self) -> pd.DataFrame:
@@ -461,73 +414,47 @@ class CalibrationPanel(Panel):
         best = self.recommended_row()
         return None if best is None else (float(self.table.at[best, "epsilon"]), float(self.table.at[best, "gamma"]))
 
-    def sweep_figure(self) -> go.Figure:
-        "Heat-maps of the chosen value and the MALA acceptance (recommended ★ and selected □ cells marked) above the selected point's traces."
-        from plotly.subplots import make_subplots
-        view = self.view()
-        value, mala = self.controls["value"].value, next((c for c in MALA_COLUMNS if c in view), None)
-        where = "" if self.selected_row is None else f" at {_point_name(self.table.loc[self.selected_row])}"
-        fig = make_subplots(2, 2, vertical_spacing=0.16, horizontal_spacing=0.16,
-                            subplot_titles=(value, mala or "", f"loss per chain{where}", f"LLC per chain{where}"))
-        marks = [(row, label, symbol) for row, label, symbol in ((self.recommended_row(), "recommended", "star"), (self.selected_row, "selected", "square-open"))
-                 if row is not None and row in view.index]
-        for col, name in ((1, value), (2, mala)):
-            if name is None: continue
-            fig.add_trace(calibration_heatmap(view, name).data[0].update(colorbar=dict(x=0.42 + 0.58 * (col - 1), y=0.79, len=0.45)), 1, col)
-            for row, label, symbol in marks:
-                fig.add_scatter(x=[f"{self.table.at[row, 'epsilon']:g}"], y=[f"{self.table.at[row, 'gamma']:g}"], mode="markers", name=label,
-                                hoverinfo="skip", marker=dict(symbol=symbol, size=18, color="white", line=dict(color="black", width=2)), row=1, col=col)
-            fig.update_xaxes(type="category", title_text="epsilon", row=1, col=col)
-            fig.update_yaxes(type="category", title_text="gamma", row=1, col=col)
-        result = self.results.get(self.selected_row)
-        if result is not None: _add_point_traces(fig, result, row=2)
-        elif self.selected_row is not None: fig.layout.annotations[2].text = f"no traces saved with this sweep{where}"
-        fig.update_layout(title=f"{value} over epsilon × gamma", template="plotly_white", height=760, width=900, showlegend=False)
-        return fig
-
     def refresh(self):
         "Redraw the figure from the controls and the selected point."
         if self.table is None or self._loading: return
         if self.selected_row is not None and self.selected_row not in self.view().index: self.selected_row = None
-        _show(self.figure, self.sweep_figure())
-        for trace in self.figure.data:
-            if trace.type == "heatmap": trace.on_click(self._on_click)
+        self.show(calibration_figure(self.view(), self.controls["value"].value, self.selected_row, self.results.get(self.selected_row)))
 
     def _on_click(self, trace, points, state):
-        if points.point_inds: self.select(float(points.xs[0]), float(points.ys[0]))
-
-    def row(self, epsilon:float, gamma:float) -> int:
-        "The table row of (ε, γ) at the chosen nβ."
-        view = self.view()
-        match = view.index[np.isclose(view["epsilon"], epsilon) & np.isclose(view["gamma"], gamma)]
-        if match.empty: raise LccError(f"(ε={epsilon:g}, γ={gamma:g}) is not in the sweep; it has ε ∈ {sorted(view['epsilon'].unique())}, γ ∈ {sorted(view['gamma'].unique())}.")
-        return int(match[0])
-
-    def select(self, epsilon:float, gamma:float):
-        "Show the traces and the verdict of grid point (ε, γ)."
-        self.selected_row = self.row(epsilon, gamma)
-        self.refresh()
-        self.verdict.value = self.verdict_html(self.selected_row)
-
-    def verdict_html(self, row:int) -> str:
-        "The recommendation rule's verdict on a row (and why the recommended one was chosen), then every value of the row."
-        values = self.table.loc[row]
-        facts = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in values.items())
-        best = self.recommended_row()
-        head = "no recommendation in this sweep" if best is None else "✔ recommended" if row == best else "not recommended"
-        why = [f"verdict: {values['verdict']}"] if "verdict" in values.index else []
-        if row == best: why += self.reasons
-        items = "".join(f"<li>{html.escape(str(w))}</li>" for w in why)
-        return f"<p><b>{head}</b> — {html.escape(_point_name(values))}</p><ul>{items}</ul><table>{facts}</table>"
+        if trace.type == "heatmap" and points.point_inds: self.select(float(points.xs[0]), float(points.ys[0]))
 
     def state(self) -> dict:
         "The heat-map value, the selected point, the recommendation and the number of trace lines drawn."
         point = None if self.selected_row is None else (float(self.table.at[self.selected_row, "epsilon"]), float(self.table.at[self.selected_row, "gamma"]))
         return dict(value=self.controls["value"].value, nbeta=self.controls["nbeta"].value, point=point, recommended=self.recommended(),
-                    title=self.figure.layout.title.text, traces=sum(t.type == "scatter" and t.mode == "lines" for t in self.figure.data))
-
-def _point_name(row:pd.Series) -> str:
-    "`ε=…, γ=…` (and nβ when known) of a sweep row."
-    return f"ε={row['epsilon']:g}, γ={row['gamma']:g}" + (f", nβ={row['nbeta']:.4g}" if "nbeta" in row.index else "")
+                    title=self.figure.layout.title.text, traces=sum((t.name or "").startswith("chain") for t in self.figure.data))
 
 def _fmt(v) -> str: return f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)
+
+# %% ../nbs/16_panels.ipynb #ebec32ba
+@patch
+def row(self:CalibrationPanel, epsilon:float, gamma:float) -> int:
+    "The table row of (ε, γ) at the chosen nβ."
+    view = self.view()
+    match = view.index[np.isclose(view["epsilon"], epsilon) & np.isclose(view["gamma"], gamma)]
+    if match.empty: raise LccError(f"(ε={epsilon:g}, γ={gamma:g}) is not in the sweep; it has ε ∈ {sorted(view['epsilon'].unique())}, γ ∈ {sorted(view['gamma'].unique())}.")
+    return int(match[0])
+
+@patch
+def select(self:CalibrationPanel, epsilon:float, gamma:float):
+    "Show the traces and the verdict of grid point (ε, γ)."
+    self.selected_row = self.row(epsilon, gamma)
+    self.refresh()
+    self.verdict.value = self.verdict_html(self.selected_row)
+
+@patch
+def verdict_html(self:CalibrationPanel, row:int) -> str:
+    "The recommendation rule's verdict on a row (and why the recommended one was chosen), then every value of the row."
+    values = self.table.loc[row]
+    facts = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in values.items())
+    best = self.recommended_row()
+    head = "no recommendation in this sweep" if best is None else "✔ recommended" if row == best else "not recommended"
+    why = [f"verdict: {values['verdict']}"] if "verdict" in values.index else []
+    if row == best: why += self.reasons
+    items = "".join(f"<li>{html.escape(str(w))}</li>" for w in why)
+    return f"<p><b>{head}</b> — {html.escape(grid_point_label(values))}</p><ul>{items}</ul><table>{facts}</table>"

@@ -4,16 +4,16 @@
 
 # %% ../nbs/17_runs.ipynb #12820a29
 from __future__ import annotations
-import ast, itertools, json, os, re, threading, time
+import ast, itertools, json, os, re, sys, threading, time
 from pathlib import Path
 from typing import Any, Iterable
 
 from .core import LccError, ChoiceError, atomic_save_json, atomic_write
 
 # %% auto #0
-__all__ = ['runs_folder', 'list_run_notebooks', 'find_notebook', 'notebook_parameters', 'check_parameters', 'RunError',
-           'run_notebook', 'read_metrics', 'grid_runs', 'run_name', 'sweep', 'executed_parameters', 'sweep_figure',
-           'write_report', 'parse_grid', 'register_cli']
+__all__ = ['runs_folder', 'list_run_notebooks', 'find_notebook', 'notebook_parameters', 'notebook_command', 'accepted_parameters',
+           'check_parameters', 'RunError', 'run_notebook', 'read_metrics', 'grid_runs', 'run_name', 'sweep',
+           'executed_parameters', 'sweep_figure', 'write_report', 'parse_grid']
 
 # %% ../nbs/17_runs.ipynb #93ae5162
 def runs_folder() -> Path:
@@ -46,11 +46,25 @@ def _literal(text:str):
     try: return ast.literal_eval(text)
     except (ValueError, SyntaxError): return text
 
+def notebook_command(name:str|Path) -> str|None:
+    "The `lcc_nb` command whose settings the notebook accepts: the tag `command:<name>` of its parameters cell (`command:llc.calibrate` for `llc calibrate`)."
+    import nbformat
+    for cell in nbformat.read(str(find_notebook(name)), as_version=4).cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "parameters" in tags: return next((t.split(":", 1)[1].replace(".", " ") for t in tags if t.startswith("command:")), None)
+    return None
+
+def accepted_parameters(name:str|Path) -> list[str]:
+    "Every parameter name the notebook accepts: its parameters cell, and the settings (and aliases) of its command."
+    from lcc_nb.cli import command_setting_names   # the command table knows the configs of each command
+    command = notebook_command(name)
+    return list(notebook_parameters(name)) + (command_setting_names(command) if command else [])
+
 def check_parameters(name:str|Path, params:dict) -> dict:
-    "Raise a `ChoiceError` for any parameter name the notebook does not declare; return `params`."
-    valid = notebook_parameters(name)
-    for key in params: 
-        if key not in valid: raise ChoiceError(key, list(valid), f"parameter of run notebook {Path(name).stem!r}")
+    "Raise a `ChoiceError` for any parameter name the notebook does not accept; return `params`."
+    valid = accepted_parameters(name)
+    for key in params:
+        if key not in valid: raise ChoiceError(key, valid, f"parameter of run notebook {Path(name).stem!r}")
     return params
 
 # %% ../nbs/17_runs.ipynb #caa34676
@@ -65,7 +79,7 @@ def run_notebook(name:str|Path, # run notebook name or path
                  out_dir:str|Path="_runs/run", # where the executed notebook, figures and metrics.json go
                  cell_timeout:int|None=1800, # seconds a single cell may run (None: no limit)
                  kernel_name:str="python3", # Jupyter kernel
-                 progress:bool=False, # papermill's progress bar
+                 progress:bool=True, # show papermill's progress bar and stream the notebook's output live
                  cwd:str|Path|None=None # working folder of the kernel (default: out_dir)
                 ) -> dict:
     "Execute a run notebook with papermill and return its metrics (from `out_dir/metrics.json`)."
@@ -80,11 +94,16 @@ def run_notebook(name:str|Path, # run notebook name or path
     with _run_lock:
         try:
             pm.execute_notebook(str(source), str(executed), parameters=params, kernel_name=kernel_name,
-                                progress_bar=progress, execution_timeout=cell_timeout, cwd=str(cwd or out_dir))
+                                execution_timeout=cell_timeout, cwd=str(cwd or out_dir), **_progress_kwargs(progress))
         except PapermillExecutionError as e:
             raise RunError(f"run notebook {source.stem!r} failed in cell {e.cell_index}: {e.ename}: {e.evalue}. "
                            f"The partially executed notebook is {executed}", executed) from e
     return read_metrics(out_dir)
+
+def _progress_kwargs(progress:bool) -> dict:
+    "papermill's arguments that show (or hide) the executing cell and the notebook's streamed output."
+    if not progress: return dict(progress_bar=False, extra_arguments=["--IPKernelApp.log_level=ERROR"])  # the kernel's start-up warnings too
+    return dict(progress_bar=True, stdout_file=sys.stdout, stderr_file=sys.stderr)
 
 def read_metrics(out_dir:str|Path) -> dict:
     "The `metrics.json` a run wrote into `out_dir` ({} if none)."
@@ -112,30 +131,37 @@ def sweep(name:str|Path, # run notebook name or path
           resume:bool=True, # skip runs already finished (a `.done` marker); False re-runs everything
           base_params:dict|None=None, # parameters shared by every run
           stop_on_error:bool=False, # raise at the first failing run instead of recording it and going on
+          progress:bool=True, # print which run of the grid runs, and each run's progress (see `run_notebook`)
           **run_kwargs):
     "Run a notebook over a parameter grid, resumably; return a pandas table of parameters + metrics."
     import pandas as pd
-    from tqdm.auto import tqdm
-    runs = [{**(base_params or {}), **p} for p in grid_runs(grid)]
+    grid = grid_runs(grid)
+    runs = [{**(base_params or {}), **p} for p in grid]
     for p in runs: check_parameters(name, p)
     out_dir = Path(out_dir); rows = []
-    for i, params in enumerate(tqdm(runs, desc=f"sweep {Path(name).stem}")):
+    for i, params in enumerate(runs):
         run_dir = out_dir/run_name(i, params)
-        status = "done"
-        if not (resume and (run_dir/".done").exists()):
-            try:
-                start = time.time()
-                run_notebook(name, params, run_dir, **run_kwargs)
-                atomic_save_json({"seconds": time.time() - start}, run_dir/".done")
-            except RunError as e:
-                if stop_on_error: raise
-                status = f"failed: {e}"
+        finished = resume and (run_dir/".done").exists()
+        if progress: print(f"run {i+1}/{len(runs)}: " + " ".join(f"{k}={v}" for k, v in grid[i].items())
+                           + (" (finished before: skipped)" if finished else ""), file=sys.stderr, flush=True)
+        status = "done" if finished else _sweep_run(name, params, run_dir, stop_on_error, progress=progress, **run_kwargs)
         rows.append({"run": run_dir.name, "status": status, **executed_parameters(run_dir, params), **read_metrics(run_dir)})
     table = pd.DataFrame(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_dir/"sweep.csv", "w") as f: table.to_csv(f, index=False)
     sweep_figure(table, list(runs[0]) if runs else []).write_html(out_dir/"sweep.html", include_plotlyjs=True)
     return table
+
+def _sweep_run(name, params:dict, run_dir:Path, stop_on_error:bool, **run_kwargs) -> str:
+    "Run one parameter set of a sweep, mark it `.done`; its status (\"done\" or \"failed: <why>\")."
+    try:
+        start = time.time()
+        run_notebook(name, params, run_dir, **run_kwargs)
+        atomic_save_json({"seconds": time.time() - start}, run_dir/".done")
+        return "done"
+    except RunError as e:
+        if stop_on_error: raise
+        return f"failed: {e}"
 
 def executed_parameters(run_dir:Path, fallback:dict) -> dict:
     "The parameters papermill recorded in the executed notebook of `run_dir` (less `out_dir`)."
@@ -194,38 +220,3 @@ def parse_grid(items:list[str]) -> dict:
         key, values = item.split("=", 1)
         grid[key] = [_literal(v) for v in values.split(",")]
     return grid
-
-def _cmd_run(args):
-    params = {k: _literal(v) for k, v in (args.param or [])}
-    out_dir = args.out_dir or f"_runs/{Path(args.notebook).stem}"
-    metrics = run_notebook(args.notebook, params, out_dir, cell_timeout=args.cell_timeout)
-    print(json.dumps(metrics, indent=2))
-    print(f"outputs in {Path(out_dir).resolve()}")
-    if (Path(out_dir)/"report.html").exists(): print(f"report: {(Path(out_dir)/'report.html').resolve()}")
-    return 0
-
-def _cmd_sweep(args):
-    base = {k: _literal(v) for k, v in (args.param or [])}
-    table = sweep(args.notebook, parse_grid(args.grid), args.out_dir or f"_runs/sweep_{Path(args.notebook).stem}",
-                  resume=not args.no_resume, base_params=base, cell_timeout=args.cell_timeout)
-    print(table.to_string(index=False))
-    return 0
-
-def register_cli(subparsers):
-    "Add `run` and `sweep` to the `lcc_nb` command line."
-    p = subparsers.add_parser("run", help="execute a run notebook with papermill",
-                              description=f"Execute a run notebook ({', '.join(list_run_notebooks())}) and print its metrics.")
-    p.add_argument("notebook", help="run notebook name or path to an .ipynb")
-    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="a parameter (repeatable)")
-    p.add_argument("--out-dir", help="output folder (default _runs/NOTEBOOK)")
-    p.add_argument("--cell-timeout", type=int, default=1800, help="seconds one cell may run")
-    p.set_defaults(func=_cmd_run)
-    s = subparsers.add_parser("sweep", help="run a notebook over a parameter grid (resumable)",
-                              description="Run a notebook over the cartesian product of --grid values; finished runs are skipped.")
-    s.add_argument("notebook", help="run notebook name or path to an .ipynb")
-    s.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2", help="grid axes")
-    s.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="a parameter shared by all runs")
-    s.add_argument("--out-dir", help="output folder (default _runs/sweep_NOTEBOOK)")
-    s.add_argument("--no-resume", action="store_true", help="re-run finished runs too")
-    s.add_argument("--cell-timeout", type=int, default=1800, help="seconds one cell may run")
-    s.set_defaults(func=_cmd_sweep)

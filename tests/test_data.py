@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from lcc_nb.core import ChoiceError, LccError
-from lcc_nb.data import DATASET_PRESETS, PseudoLabelled, TwoViews, WithIndex, get_dataset, get_transform, simclr_transform
+from lcc_nb.data import (DATASET_PRESETS, SYSTEM_DATASETS, PseudoLabelled, TwoViews, WithIndex, fetch_dataset, get_dataset,
+                         get_transform, simclr_transform)
 
 RNG = np.random.default_rng(0)
 
@@ -251,3 +252,51 @@ def test_wrappers_in_a_dataloader():
 
 def test_hf_unknown_option():
     with pytest.raises(ChoiceError, match="Unknown option of dataset 'hf:x' 'colour'"): get_dataset("hf:x", colour="red")
+
+
+# ---------------------------------------------------------------- system packages and the model's own preprocessing
+
+def _debian_layout(folder):
+    "The four idx .gz files of dataset-fashion-mnist, tiny, in `folder` (as /usr/share/datasets/fashion-mnist holds them)."
+    data = {"train": (images_u8(4, 28, 28), np.array([0, 1, 2, 9], np.uint8)), "t10k": (images_u8(2, 28, 28), np.array([5, 7], np.uint8))}
+    for prefix, (x, y) in data.items():
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", x, gz=True)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", y, gz=True)
+    return data
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_fetch_dataset_lays_out_the_debian_files(tmp_path, copy):
+    source, root = tmp_path / "usr-share", tmp_path / "data"
+    data = _debian_layout(source)
+    raw = fetch_dataset("fashion_mnist", root, source=source, copy=copy)
+    assert raw == root / "FashionMNIST" / "raw" and sorted(p.name for p in raw.iterdir()) == sorted(SYSTEM_DATASETS["fashion_mnist"].files)
+    assert all(p.is_symlink() != copy for p in raw.iterdir())
+    test = get_dataset("fashion_mnist", "test", root=root)
+    assert test.targets.tolist() == [5, 7] and np.array_equal(np.asarray(test.images[1]), data["t10k"][0][1])
+    assert fetch_dataset("fashion_mnist", root, source=source, copy=copy) == raw   # idempotent, with the unpacked files beside
+
+
+def test_fetch_dataset_repairs_links_and_names_the_package(tmp_path):
+    old, new, root = tmp_path / "old", tmp_path / "new", tmp_path / "data"
+    _debian_layout(old); fetch_dataset("fashion_mnist", root, source=old)
+    old.rename(new)                                                   # the package's files moved: the links dangle
+    fetch_dataset("fashion_mnist", root, source=new)
+    assert len(get_dataset("fashion_mnist", root=root)) == 4
+    with pytest.raises(LccError, match="apt-get install dataset-fashion-mnist"): fetch_dataset("fashion_mnist", root, source=tmp_path / "none")
+    with pytest.raises(ChoiceError, match="fashion_mnist"): fetch_dataset("mnist", root)
+
+
+def test_get_dataset_uses_a_pretrained_models_preprocessing():
+    from dataclasses import replace
+    from types import SimpleNamespace
+    from lcc_nb.preprocessing import IMAGENET_DATA_CONFIG
+    config = replace(IMAGENET_DATA_CONFIG, input_size=(3, 16, 16), pretrained=True)
+    x, _ = get_dataset("digits", model=SimpleNamespace(data_config=config))[0]
+    plain, _ = get_dataset("digits")[0]
+    assert x.shape == (3, 16, 16) and plain.shape == (1, 8, 8)
+    corner = (plain[0, 0, 0] - torch.tensor(config.mean)) / torch.tensor(config.std)   # a background pixel, normalised per channel
+    torch.testing.assert_close(x[:, 0, 0], corner, atol=0.02, rtol=0)
+    untrained = SimpleNamespace(data_config=replace(config, pretrained=False))
+    assert get_dataset("digits", model=untrained)[0][0].shape == (1, 8, 8)
+    assert get_dataset("digits", model=SimpleNamespace(data_config=config), transform=get_transform(4))[0][0].shape == (1, 4, 4)

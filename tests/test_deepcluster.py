@@ -1,6 +1,5 @@
-"DeepCluster end to end on digits: the headline (pseudo-labels beat the baselines), both contrastive strategies, CLI, resume."
-import dataclasses, json, math, os, subprocess, sys
-from dataclasses import fields
+"DeepCluster end to end on digits: the headline (pseudo-labels beat the baselines), both contrastive strategies, run_deepcluster, resume."
+import json, math
 
 import numpy as np
 import pytest
@@ -8,14 +7,16 @@ import torch
 
 from lcc_nb.clustering import kmeans
 from lcc_nb.data import get_dataset
-from lcc_nb.deepcluster import DeepClusterConfig, build_deepcluster, run_deepcluster, train_config
+from lcc_nb.config import run_configs
+from lcc_nb.deepcluster import build_deepcluster, run_deepcluster
+from lcc_nb.deepcluster_config import DEEPCLUSTER_ROLES
 from lcc_nb.train import Plugin, Trainer
 from lcc_nb.metrics import nmi
 
 # The digits configuration measured for the headline (lcc/small_cnn from config, random weights, CPU).
 # pca_dim=16: whitening all 128 feature dimensions amplifies noise directions and the pseudo-labels do not improve;
 # 16 whitened components let them rise steadily (measured: pca_dim 128 → no gain, 32 → 0.74→0.76–0.83, 16 → 0.63→0.83).
-DIGITS = dict(dataset="digits", arch="lcc/small_cnn", k=10, pca_dim=16, epochs=10, batch_size=64, min_crop_scale=0.5,
+DIGITS = dict(dataset="digits", model="lcc/small_cnn", k=10, pca_dim=16, epochs=10, batch_size=64, min_crop_scale=0.5,
               hflip=False, progress=False, seed=0)
 
 
@@ -27,8 +28,8 @@ def raw_pixel_nmi(seeds=(0, 1, 2)) -> float:
 
 
 def test_headline_pseudo_labels_beat_baselines_and_stabilise():
-    metrics = run_deepcluster(DeepClusterConfig(**DIGITS))
-    history = metrics["history"]
+    run = run_deepcluster(**DIGITS)
+    metrics, history = run.metrics, run.train.history
     raw = raw_pixel_nmi()
     consecutive = [row["nmi_prev"] for row in history[-3:]]
     print(f"initial {metrics['initial_nmi']:.3f} final {metrics['nmi']:.3f} raw pixels {raw:.3f} consecutive {consecutive}")
@@ -48,8 +49,8 @@ def test_headline_pseudo_labels_beat_baselines_and_stabilise():
 
 @pytest.mark.parametrize("contrastive", ["supcon", "two_views"])
 def test_contrastive_strategies_train_without_collapse(contrastive):
-    metrics = run_deepcluster(DeepClusterConfig(**{**DIGITS, "epochs": 2, "contrastive": contrastive}))
-    last = metrics["history"][-1]
+    run = run_deepcluster(**{**DIGITS, "epochs": 2, "contrastive": contrastive})
+    metrics, last = run.metrics, run.train.history[-1]
     print(contrastive, {k: round(v, 3) for k, v in last.items() if k.startswith(("train_", "nmi", "largest"))})
     assert math.isfinite(last["train_loss"]) and last["train_contrastive"] > 0
     assert last["train_loss"] > last["train_ce"]                       # the contrastive term is part of the loss
@@ -57,34 +58,26 @@ def test_contrastive_strategies_train_without_collapse(contrastive):
     assert metrics["nmi"] > 0.5                                         # pseudo-labels stay informative
 
 
-def _deepcluster_help() -> str:
-    from lcc_nb.cli import build_parser
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    return sub.choices["deepcluster"].format_help()
+SMALL = {**DIGITS, "k": 5, "pca_dim": 8, "batch_size": 128}
 
 
-def test_cli_help_documents_every_option():
-    text = _deepcluster_help()
-    for f in fields(DeepClusterConfig):
-        flag = "--model-option" if f.name == "model_options" else "--" + f.name.replace("_", "-")
-        assert flag in text, flag
-    assert "strategy 1" in text and "strategy 2" in text
-
-
-def test_cli_run_writes_metrics_then_resumes(tmp_path):
-    from lcc_nb.cli import main
-    args = ["--arch", "lcc/small_cnn", "--k", "5", "--pca-dim", "8", "--batch-size", "128", "--no-progress", "--out-dir", str(tmp_path)]
-    lcc_nb = os.path.join(os.path.dirname(sys.executable), "lcc_nb")
-    first = subprocess.run([lcc_nb, "deepcluster", *args, "--epochs", "1"], capture_output=True, text=True)
-    assert first.returncode == 0, first.stderr
-    assert json.loads(first.stdout)["epochs"] == 1
-    main(["deepcluster", *args, "--epochs", "2", "--resume"])
-    saved = json.loads((tmp_path/"deepcluster_metrics.json").read_text())
-    assert saved["epochs"] == 2 and len(saved["history"]) == 2
+def test_run_writes_results_then_resumes(tmp_path):
+    first = run_deepcluster(**{**SMALL, "epochs": 1}, out_dir=str(tmp_path))
+    assert first.results["epochs"] == 1 and first.results["method"]["name"] == "deepcluster"
+    second = run_deepcluster(**{**SMALL, "epochs": 2}, out_dir=str(tmp_path), resume=True)
+    saved = json.loads((tmp_path/"results.json").read_text())
+    assert saved["epochs"] == 2 and len(saved["history"]) == 2 and saved["method"]["nmi"] == second.metrics["nmi"]
+    assert saved["config"]["config"]["k"] == 5 and saved["config"]["model"]["model"] == "lcc/small_cnn"
     assert "nmi_prev" in saved["history"][1]            # the previous epoch's labels came back from the checkpoint
-    with pytest.raises(SystemExit) as exit_info: main(["deepcluster", "--contrastive", "views"])
-    assert exit_info.value.code == 2
+    assert not (tmp_path/"deepcluster_metrics.json").exists()
+
+
+def test_same_seed_same_weights_and_metrics():
+    "Seeded before anything is built: two runs with the same seed agree exactly (the CLI runs this same function)."
+    runs = [run_deepcluster(**{**SMALL, "epochs": 2, "seed": 3}) for _ in range(2)]
+    for name, weights in runs[0].model.state_dict().items(): assert torch.equal(weights, runs[1].model.state_dict()[name]), name
+    assert runs[0].metrics == runs[1].metrics
+    np.testing.assert_array_equal(runs[0].labels, runs[1].labels)
 
 
 class CrashAt(Plugin):
@@ -96,10 +89,10 @@ class CrashAt(Plugin):
 
 def _run_two_epochs(out_dir, crash_at=None, resume=False):
     "2 epochs of 12 steps, checkpoints every 4 steps; returns (model, plugin) — or None when it crashed."
-    config = DeepClusterConfig(**{**DIGITS, "epochs": 2, "k": 5, "pca_dim": 8, "batch_size": 128, "out_dir": str(out_dir), "resume": resume})
-    model, plugin, _ = build_deepcluster(config)
-    loop = dataclasses.replace(train_config(config), every_n_steps=4)
-    trainer = Trainer(model, plugin.train_data, config=loop, plugins=[plugin] + ([CrashAt(crash_at)] if crash_at else []))
+    configs = run_configs("deepcluster", DEEPCLUSTER_ROLES, settings={**SMALL, "epochs": 2, "out_dir": str(out_dir), "resume": resume,
+                                                                     "every_n_steps": 4})
+    model, plugin, _ = build_deepcluster(configs)
+    trainer = Trainer(model, plugin.train_data, config=configs["train"], plugins=[plugin] + ([CrashAt(crash_at)] if crash_at else []))
     try: trainer.fit()
     except KeyboardInterrupt: return None
     return model, plugin
@@ -126,11 +119,11 @@ class HeadProbe(Plugin):
 @pytest.mark.parametrize("keep", [False, True])
 def test_head_and_top_optimizer_fresh_or_kept(keep):
     "Default: a new head and a fresh top-layer optimizer each epoch; remove_head=False / reassign_top_optimizer=False keep them."
-    config = DeepClusterConfig(**{**DIGITS, "epochs": 2, "k": 5, "pca_dim": 8, "batch_size": 128, "top_momentum": 0.9,
-                                  "remove_head": not keep, "reassign_top_optimizer": not keep})
-    model, plugin, _ = build_deepcluster(config)
+    configs = run_configs("deepcluster", DEEPCLUSTER_ROLES, settings={**SMALL, "epochs": 2, "top_momentum": 0.9,
+                                                                     "remove_head": not keep, "reassign_top_optimizer": not keep})
+    model, plugin, _ = build_deepcluster(configs)
     probe = HeadProbe(plugin)
-    trainer = Trainer(model, plugin.train_data, config=train_config(config), plugins=[plugin, probe])
+    trainer = Trainer(model, plugin.train_data, config=configs["train"], plugins=[plugin, probe])
     trainer.fit()
     assert (probe.heads[0] is probe.heads[1]) == keep
     assert probe.optimizer_states == ([0, 2] if keep else [0, 0])        # momentum of weight and bias carried over

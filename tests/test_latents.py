@@ -133,3 +133,37 @@ def test_memmap_equals_in_memory_and_keeps_peak_memory_flat(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path/"latents.1.npy"), in_memory["1"])
     assert mem_peak > n * d * 4 and disk_peak < n * d * 4 / 4, (mem_peak, disk_peak)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latents.1.npy", "targets.npy"]
+
+
+def _gather_on_each_rank():
+    "Per rank: (rank, targets, latents of fc1 or None) after gather_latents through a Trainer."
+    from lcc_nb.distributed import all_gather_object
+    from lcc_nb.latents import gather_latents
+    from lcc_nb.train import TrainConfig, Trainer
+    torch.manual_seed(0)
+    trainer = Trainer(get_model("lcc/small_cnn", 3), _images(23, (1, 8, 8)), config=TrainConfig(epochs=0, progress=False))
+    trainer.fit()
+    got = gather_latents(trainer, _images(23, (1, 8, 8)), "fc1", batch_size=4, rows_per_round=5)
+    return all_gather_object((trainer.rank, got.targets, None if got.latents is None else np.asarray(got["fc1"])))
+
+
+def test_gather_latents_gives_rank0_every_row_and_the_others_none():
+    from lcc_nb.distributed import launch
+    torch.set_num_threads(1)
+    (rank0, targets0, rows0), (rank1, targets1, rows1) = launch(_gather_on_each_rank, nprocs=2, backend="gloo", start_method="fork")
+    torch.manual_seed(0)
+    expected = extract_latents(get_model("lcc/small_cnn", 3), _images(23, (1, 8, 8)), "fc1", progress=False)
+    assert (rank0, rank1) == (0, 1) and rows1 is None and rows0.shape == (23, 128)
+    np.testing.assert_allclose(rows0, expected["fc1"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(targets0, expected.targets); np.testing.assert_array_equal(targets1, expected.targets)
+
+
+def test_gather_latents_refuses_a_loader_that_loses_samples():
+    from lcc_nb.latents import gather_latents
+    from lcc_nb.train import Trainer
+
+    class Lossy(Trainer):
+        def eval_loader(self, dataset, shard=True, batch_size=None):
+            return DataLoader(torch.utils.data.Subset(Indexed(dataset), range(len(dataset) - 1)), batch_size=4)
+    trainer = Lossy(get_model("lcc/small_cnn", 3), _images(9, (1, 8, 8)))
+    with pytest.raises(LccError, match="9 samples"): gather_latents(trainer, _images(9, (1, 8, 8)), "fc1")

@@ -1,5 +1,5 @@
-"Tests of Latent Cluster Correction that do not fit in nbs/10_lcc.ipynb: the headline LCC-vs-CE comparison, the CLI, resume and DDP."
-import json, os, subprocess, sys
+"Tests of Latent Cluster Correction that do not fit in nbs/10_lcc.ipynb: the headline LCC-vs-CE comparison, run_lcc, resume and DDP."
+import json, os
 
 import numpy as np
 import pytest
@@ -7,12 +7,11 @@ import torch
 
 from lcc_nb.core import list_checkpoints
 from lcc_nb.data import get_dataset
-from lcc_nb.lcc import LCCPlugin, cluster_latents, correction_targets, lcc_distances, lcc_loss, misclustered_mask
-from lcc_nb.metrics import match_clusters_to_classes
+from lcc_nb.distributed import launch
+from lcc_nb.lcc import LCCPlugin, cluster_latents, correction_targets, lcc_distances, lcc_loss, run_lcc
+from lcc_nb.metrics import match_clusters_to_classes, misclustered_mask
 from lcc_nb.models import get_model
-from lcc_nb.train import Trainer, TrainConfig, fit, launch
-
-LCC_NB = os.path.join(os.path.dirname(sys.executable), "lcc_nb")
+from lcc_nb.train import Trainer, TrainConfig, fit
 
 
 def small_cnn(seed):
@@ -80,28 +79,32 @@ def test_lcc_lowers_mc_fraction_and_raises_nmi_at_equal_accuracy():
     assert abs(acc_lcc - acc_ce) < 0.04, r
 
 
-def test_cli_train_writes_checkpoints_logs_results(tmp_path):
+TINY = dict(model_options={"width": 8, "hidden": 32, "batchnorm": False}, batch_size=128, optimizer="adam", lr=3e-3,
+            progress=False)
+
+
+def test_run_lcc_writes_checkpoints_logs_results(tmp_path):
     out = tmp_path/"run"
-    cmd = [LCC_NB, "train", "lcc/small_cnn", "digits", str(out), "--lcc-submodules", "fc1", "--lcc-weight", "1",
-           "--lcc-loss", "randomized", "--lcc-ccspc", "20", "--max-epochs", "2", "--lcc-warmup", "1", "--batch-size", "128",
-           "--optimizer", "adam", "--lr", "3e-3", "--no-progress", "--seed", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = run_lcc(lcc_submodules="fc1", lcc_loss="randomized", lcc_ccspc=20, epochs=2, lcc_warmup=1, seed=1, out_dir=str(out),
+                  **{**TINY, "model_options": {}})   # the default small_cnn (BatchNorm on) learns fast
     results = json.loads((out/"results.json").read_text())
-    assert results["hyper_parameters"]["lcc_loss"] == "randomized" and results["hyper_parameters"]["seed"] == 1
-    assert results["test_metrics"]["test_acc"] > 0.3 and results["time_s"] > 0
-    assert [h["epoch"] for h in results["lcc_history"]] == [1]
-    assert os.path.exists(results["best_checkpoint"]) and list_checkpoints(out/"checkpoints")
+    assert results["method"]["name"] == "lcc" and results["config"]["config"]["lcc_loss"] == "randomized"
+    assert results["config"]["config"]["lcc_samples_per_community"] == 20 and results["config"]["train"]["seed"] == 1
+    assert results["test"]["test_acc"] > 0.3 and results["time_s"] > 0
+    assert [h["epoch"] for h in results["method"]["history"]] == [1]
+    assert results["test"] == run.results["test"]
+    assert os.path.exists(run.train.best_checkpoint) and list_checkpoints(out/"checkpoints")
     header = (out/"logs"/"epochs.csv").read_text().splitlines()[0]
     assert "lcc/fc1/misclustered_fraction" in header and "train_lcc_loss" in header
-    assert json.loads(proc.stdout.strip().splitlines()[-1])["test_metrics"]["test_acc"] == results["test_metrics"]["test_acc"]
 
 
-def test_cli_bad_submodule_names_the_choices(tmp_path, capsys):
-    from lcc_nb.cli import main
-    with pytest.raises(SystemExit) as e:
-        main(["train", "lcc/small_cnn", "digits", str(tmp_path/"bad"), "--lcc-submodules", "fc", "--max-epochs", "1", "--no-progress"])
-    assert e.value.code == 2 and "fc1" in capsys.readouterr().err
+def test_run_lcc_same_seed_same_weights_and_metrics():
+    "Seeded before anything is built: two runs with the same seed agree exactly (the CLI runs this same function)."
+    runs = [run_lcc(lcc_submodules="fc1", epochs=2, seed=3, val_fraction=0.2, **TINY) for _ in range(2)]
+    for name, weights in runs[0].model.state_dict().items(): assert torch.equal(weights, runs[1].model.state_dict()[name]), name
+    assert runs[0].train.test_metrics == runs[1].train.test_metrics
+    assert runs[0].plugin.history[-1]["fc1/nmi"] == runs[1].plugin.history[-1]["fc1/nmi"]
+    assert [h["val_acc"] for h in runs[0].train.history] == [h["val_acc"] for h in runs[1].train.history]
 
 
 def test_resume_mid_lcc_epoch_matches_uninterrupted(tmp_path):
@@ -131,3 +134,16 @@ def test_ddp_gathers_latents_by_sample_index():
     double = launch(_two_process_history, 0, nprocs=2, backend="gloo")
     keys = ["fc1/n_misclustered", "fc1/n_clusters", "fc1/nmi"]
     assert [double[0][k] for k in keys] == pytest.approx([single[0][k] for k in keys])
+
+def test_pretrained_weights_bring_their_own_preprocessing(tmp_path):
+    "A pretrained torchvision model keeps its 3-channel stem and gets its weights' normalisation on 1-channel digits."
+    from lcc_nb.models import get_model
+    path = tmp_path/"resnet18.pt"
+    torch.save(get_model("resnet18", 10).state_dict(), path)
+    run = run_lcc(model="resnet18", pretrained=str(path), image_size=32, epochs=1, batch_size=256, lcc_submodules="",
+                  test_split="", progress=False, out_dir=str(tmp_path/"run"))
+    inputs = run.results["method"]["inputs"]
+    assert "Normalize(mean=(0.485, 0.456, 0.406)" in inputs and "CenterCrop(size=(32, 32))" in inputs, inputs
+    assert run.model.conv1.in_channels == 3 and run.results["config"]["data"]["preprocessing"] == "auto"
+    plain = run_lcc(model="lcc/small_cnn", epochs=0, lcc_submodules="", test_split="", progress=False)
+    assert plain.results["method"]["inputs"] == "the dataset's tensors"   # random init: the dataset's own tensors

@@ -1,5 +1,5 @@
 "Tests of lcc_nb.llc that do not fit in the notebook: kill-and-resume, longer accuracy runs, the command line."
-import importlib.util, json, math, os, signal, subprocess, sys, textwrap, time, types
+import importlib.util, json, math, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 
 import numpy as np
@@ -103,62 +103,94 @@ def test_regular_model_with_more_weights():
     assert abs(res.mean - exact) < 4 * res.std / math.sqrt(16), (res.mean, exact)
     assert abs(exact - d / 2) < 0.15 * d / 2
 
-# ---- command line -------------------------------------------------------------------------------------------------
+# ---- run functions and the command line ----------------------------------------------------------------------------
 
-class _Digits(torch.utils.data.Dataset):
-    "A stand-in for lcc_nb.data's digits: 120 scikit-learn digits as (1, 8, 8) tensors in [0, 1]."
-    classes = list(range(10))
-    def __init__(self):
-        from sklearn.datasets import load_digits
-        d = load_digits()
-        self.x = torch.tensor(d.images[:120] / 16, dtype=torch.float32)[:, None]; self.y = d.target[:120]
-    def __len__(self): return len(self.y)
-    def __getitem__(self, i): return self.x[i], int(self.y[i])
+SMALL = dict(dataset="digits", model="lcc/small_cnn", num_chains=2, num_draws=8, batch_size=16, progress=False)
 
-@pytest.fixture
-def fake_pipeline(monkeypatch):
-    "get_model / get_dataset stand-ins, so the llc commands are tested whatever the state of lcc_nb.models / lcc_nb.data."
-    from lcc_nb.testing import TinyCNN
-    fakes = {"lcc_nb.models": ("get_model", lambda name, num_classes, **kw: TinyCNN(1, num_classes, width=4)),
-             "lcc_nb.data": ("get_dataset", lambda name, split="train", root=None, **kw: _Digits())}
-    for module_name, (attr, fake) in fakes.items():
-        try: monkeypatch.setattr(importlib.import_module(module_name), attr, fake)
-        except ImportError: monkeypatch.setitem(sys.modules, module_name, types.SimpleNamespace(**{attr: fake}))
-
-def _llc_main(argv):
-    "Parse and run `lcc_nb llc ...` with only this module's commands registered."
-    import argparse
-    parser = argparse.ArgumentParser(prog="lcc_nb"); llc.register_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-SMALL = ["--num-chains", "2", "--num-draws", "8", "--batch-size", "16"]
-
-def test_cli_estimate_calibrate_checkpoints(tmp_path, fake_pipeline):
-    import pandas as pd
+def _checkpoints(folder, steps=(15, 5)):
     from lcc_nb.core import save_checkpoint
-    from lcc_nb.testing import TinyCNN
-    _llc_main(["llc", "estimate", "--model", "x", "--epsilon", "1e-4", "--gamma", "100", "--out-dir", str(tmp_path/"est"), *SMALL])
+    from lcc_nb.models import get_model
+    for step in steps:
+        torch.manual_seed(step)
+        save_checkpoint({"model": get_model("lcc/small_cnn", 10, in_chans=1).state_dict(), "step": step, "epoch": 0}, folder)
+
+def test_run_functions_write_their_files(tmp_path):
+    "The three run functions on digits / lcc/small_cnn: their files, results.json, and the model built for 1 channel."
+    import pandas as pd
+    est = llc.run_llc_estimate(epsilon=1e-4, gamma=100.0, out_dir=tmp_path/"est", **SMALL)
     assert llc.LLCResult.load(tmp_path/"est/llc.json").loss_trace.shape == (2, 8) and (tmp_path/"est/llc_trace.html").exists()
-    _llc_main(["llc", "calibrate", "--model", "x", "--epsilons", "1e-5", "1e-4", "--out-dir", str(tmp_path/"cal"), *SMALL])
+    assert json.loads((tmp_path/"est/results.json").read_text())["final"]["nbeta"] == pytest.approx(16 / math.log(16))
+    cal = llc.run_llc_calibration(epsilons=[1e-5, 1e-4], out_dir=tmp_path/"cal", **SMALL)
     assert len(pd.read_csv(tmp_path/"cal/calibration.csv")) == 2 and (tmp_path/"cal/calibration_heatmaps.html").exists()
-    for step in (15, 5):
-        torch.manual_seed(step); save_checkpoint({"model": TinyCNN(1, 10, width=4).state_dict(), "step": step, "epoch": 0}, tmp_path/"ck")
-    _llc_main(["llc", "checkpoints", "--model", "x", "--checkpoint-dir", str(tmp_path/"ck"), "--epsilon", "1e-4",
-               "--gamma", "100", "--test-split", "test", *SMALL])
+    assert cal.results["final"]["epsilon"] in (1e-5, 1e-4)
+    _checkpoints(tmp_path/"ck")
+    over = llc.run_llc_checkpoints(checkpoint_dir=tmp_path/"ck", epsilon=1e-4, gamma=100.0, **SMALL)
     table = pd.read_csv(tmp_path/"ck/llc/llc_over_training.csv")
-    assert table["step"].tolist() == [5, 15] and table["test_loss"].notna().all()
+    assert table["step"].tolist() == [5, 15] and table["test_loss"].notna().all() and over.results["method"]["checkpoints"] == 2
     assert (tmp_path/"ck/llc/llc_over_training.html").exists() and len(list((tmp_path/"ck/llc").glob("step-*.json"))) == 2
 
-def test_cli_console_script_registers_llc():
-    "The installed `lcc_nb` command has the llc sub-commands; a missing required option exits with code 2."
-    exe = os.path.join(os.path.dirname(sys.executable), "lcc_nb")
-    bad = subprocess.run([exe, "llc", "estimate", "--model", "x"], capture_output=True, text=True, env=ENV)
-    assert bad.returncode == 2 and "lcc_nb llc estimate" in bad.stderr and "--epsilon" in bad.stderr
+def _llc_commands():
+    "The `llc` rows of the CLI table (empty until the table has them)."
+    from lcc_nb.cli import COMMANDS
+    return {c.name for c in COMMANDS if c.name.startswith("llc ")}
 
-def test_cli_real_model_and_data(tmp_path):
-    "With the real lcc_nb.models and lcc_nb.data (skipped while they are missing): digits and lcc/small_cnn."
-    pytest.importorskip("lcc_nb.models"); pytest.importorskip("lcc_nb.data")
-    _llc_main(["llc", "estimate", "--model", "lcc/small_cnn", "--dataset", "digits", "--epsilon", "1e-4", "--gamma", "100",
-               "--out-dir", str(tmp_path), *SMALL])
-    assert json.loads((tmp_path/"llc.json").read_text())["nbeta"] == pytest.approx(16 / math.log(16))
+def test_cli_estimate_calibrate_checkpoints(tmp_path):
+    "`lcc_nb llc estimate | calibrate | checkpoints` run the run functions with the settings typed."
+    if len(_llc_commands()) < 3: pytest.skip("the CLI table has no llc commands yet")
+    from lcc_nb.cli import main
+    small = ["--num-chains", "2", "--num-draws", "8", "--batch-size", "16", "--no-progress"]
+    main(["llc", "estimate", "--model", "lcc/small_cnn", "--epsilon", "1e-4", "--gamma", "0", "--out-dir", str(tmp_path/"est"), *small])
+    assert llc.LLCResult.load(tmp_path/"est/llc.json").settings["gamma"] == 0
+    main(["llc", "calibrate", "--model", "lcc/small_cnn", "--epsilons", "1e-5,1e-4", "--out-dir", str(tmp_path/"cal"), *small])
+    assert (tmp_path/"cal/calibration.csv").exists()
+    _checkpoints(tmp_path/"ck")
+    main(["llc", "checkpoints", "--model", "lcc/small_cnn", "--checkpoint-dir", str(tmp_path/"ck"), "--epsilon", "1e-4", *small])
+    assert len(list((tmp_path/"ck/llc").glob("step-*.json"))) == 2
+
+def test_cli_console_script_rejects_bad_settings():
+    "The installed `lcc_nb` command: a bad setting exits with code 2 and names the setting."
+    if len(_llc_commands()) < 3: pytest.skip("the CLI table has no llc commands yet")
+    exe = os.path.join(os.path.dirname(sys.executable), "lcc_nb")
+    bad = subprocess.run([exe, "llc", "estimate", "--epsilon", "0"], capture_output=True, text=True, env=ENV)
+    assert bad.returncode == 2 and "lcc_nb llc estimate" in bad.stderr and "epsilon" in bad.stderr
+
+# ---- devinterp's accuracy cases: models whose learning coefficient is known exactly ------------------------------------
+
+def aoyagi_lc(M:int, H:int, N:int, r:int) -> float:
+    "Aoyagi & Watanabe (2005): the learning coefficient of reduced-rank regression y = BAx (A: H×M, B: N×H) at a rank-r truth."
+    if N + r <= M + H and M + r <= N + H and H + r <= M + N:
+        return (2 * (H + r) * (M + N) - (M - N)**2 - (H + r)**2 + (M + H + N + r) % 2) / 8
+    if M + H < N + r: return (H * M - H * r + N * r) / 2
+    if N + H < M + r: return (H * N - H * r + M * r) / 2
+    return M * N / 2
+
+def test_aoyagi_formula():
+    assert [aoyagi_lc(*c) for c in [(2, 2, 2, 1), (3, 2, 3, 1), (4, 3, 4, 2), (2, 1, 5, 1), (3, 3, 3, 3)]] == [2.0, 3.5, 7.0, 3.0, 4.5]
+
+@pytest.mark.parametrize("M,H,N,r", [(2, 2, 2, 1), (3, 2, 3, 1), (4, 3, 4, 2), (2, 1, 5, 1)])
+def test_reduced_rank_regression(M, H, N, r):
+    "devinterp's RRR case: at a rank-r truth the estimate is Aoyagi's λ (within 20%), far below the regular d/2."
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1000, M, generator=g)
+    A0, B0 = torch.randn(r, M, generator=g), torch.randn(N, r, generator=g)
+    model = torch.nn.Sequential(torch.nn.Linear(M, H, bias=False), torch.nn.Linear(H, N, bias=False))
+    with torch.no_grad():                                               # the truth, with H − r unused hidden units
+        model[0].weight.zero_(); model[0].weight[:r] = A0
+        model[1].weight.zero_(); model[1].weight[:, :r] = B0
+    loader = DataLoader(TensorDataset(x, x @ (B0 @ A0).T), batch_size=1000)
+    res = llc.estimate_llc(model, loader, loss_fn=lambda out, y: ((out - y)**2).sum(1).mean() / 2, epsilon=1e-5, gamma=1.0,
+                           nbeta=1e4, num_chains=8, num_draws=1000, num_burnin=500)
+    truth = aoyagi_lc(M, H, N, r)                                      # the regular d/2 = (M + N)H/2 is 4, 6, 12, 3.5
+    assert abs(res.mean - truth) < 0.2 * truth, (res.mean, truth)
+
+@pytest.mark.parametrize("powers,epsilon", [((1, 1), 1e-3), ((1, 2), 1e-3), ((1, 3), 1e-3), ((0, 1), 1e-4)])
+def test_normal_crossing_without_localisation(powers, epsilon):
+    "devinterp's normal-crossing case with γ = 0 (its default): chains from w* = 0 give λ = min 1/(2kᵢ) within 25%."
+    torch.set_num_threads(1)
+    x = torch.randn(100, 1, generator=torch.Generator().manual_seed(0)); x = x / x.pow(2).mean().sqrt()
+    loader = DataLoader(TensorDataset(x, torch.zeros(100, 1)), batch_size=100)
+    res = llc.estimate_llc(llc.NormalCrossing(powers), loader, loss_fn=F.mse_loss, epsilon=epsilon, gamma=0.0, nbeta=1000.0,
+                           num_chains=16, num_draws=1000, num_burnin=500)
+    truth = llc.normal_crossing_lc(powers)
+    assert res.settings["gamma"] == 0 and abs(res.mean - truth) < 0.25 * truth, (res.mean, truth)

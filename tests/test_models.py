@@ -163,3 +163,49 @@ def test_cli_unknown_model_exits_2(capsys):
     from lcc_nb.cli import main
     with pytest.raises(SystemExit) as e: main(["pretty-print", "lcc/smal_cnn"])
     assert e.value.code == 2 and "Did you mean 'lcc/small_cnn'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the model's own preprocessing (`model.data_config`)
+
+def test_timm_data_config_is_timms_own():
+    import timm.data
+    net = get_model("timm/resnet18", 10)
+    theirs = timm.data.resolve_model_data_config(net)
+    ours = net.data_config
+    assert (ours.mean, ours.std, ours.input_size, ours.interpolation, ours.crop_pct) == \
+           (theirs["mean"], theirs["std"], theirs["input_size"], theirs["interpolation"], theirs["crop_pct"])
+    assert not ours.pretrained and ours.source == "timm resnet18.a1_in1k"
+
+
+def test_torchvision_data_config_is_the_weights_transforms():
+    import torchvision
+    net = get_model("resnet18", 10)
+    theirs = torchvision.models.ResNet18_Weights.DEFAULT.transforms()
+    ours = net.data_config
+    assert ours.mean == tuple(theirs.mean) and ours.std == tuple(theirs.std) and ours.input_size == (3, *theirs.crop_size * 2)
+    assert ours.interpolation == theirs.interpolation.value and ours.crop_pct == theirs.crop_size[0] / theirs.resize_size[0]
+
+
+def test_hf_data_config_is_the_processor_defaults_offline():
+    from transformers import ViTImageProcessor
+    theirs = ViTImageProcessor()
+    ours = get_model("hf/vit", 10, **TINY_VIT).data_config
+    assert ours.mean == tuple(theirs.image_mean) and ours.std == tuple(theirs.image_std)
+    assert ours.input_size == (3, 32, 32) and ours.crop_mode == "squash" and "defaults" in ours.source   # sized by config.image_size
+    assert get_model("hf/resnet", 3, **TINY_HF_RESNET).data_config.crop_mode in ("center", "squash")   # ConvNeXt's processor
+
+
+def test_a_local_weights_file_gets_the_models_normalisation(tmp_path):
+    from lcc_nb.data import get_dataset
+    from lcc_nb.preprocessing import set_transform, transform_for
+    torch.save(get_model("mobilenet_v2", 1000).state_dict(), tmp_path / "mobilenet_v2-b0353104.pth")   # named as torchvision's V1 file
+    net = get_model("mobilenet_v2", 10, pretrained=tmp_path / "mobilenet_v2-b0353104.pth", image_size=32)
+    cfg = net.data_config
+    assert cfg.pretrained and cfg.input_size == (3, 32, 32) and cfg.source == "torchvision MobileNet_V2_Weights.IMAGENET1K_V1"
+    x, _ = get_dataset("digits", model=net)[0]
+    assert x.shape == (3, 32, 32) and x.min() < -2                     # black background: (0 - 0.485) / 0.229
+    assert net.eval()(x[None]).shape == (1, 10)
+    train = get_dataset("digits")
+    set_transform(transform_for(net), train)
+    assert train[0][0].shape == (3, 32, 32)
+    assert transform_for(get_model("mobilenet_v2", 10)) is None        # random weights: the dataset's own tensors

@@ -57,7 +57,7 @@ print("panels ok")"""
 
 
 def test_explorer_drives_like_a_user():
-    from lcc_nb.panels import LatentExplorer, send_click, send_selection
+    from lcc_nb.panels import LatentExplorer
     from lcc_nb.testing import toy_blobs
     x, y = toy_blobs(150, k=3, dim=6)
     ex = LatentExplorer(latents={"raw": x, "squared": x ** 2}, labels=y, class_names=["ant", "bee", "cat"])
@@ -66,7 +66,7 @@ def test_explorer_drives_like_a_user():
     assert ex.state()["title"].startswith("squared · pca · true label")
     ex.controls["colour_by"].value = "cluster"; ex.controls["n_clusters"].value = 5
     assert [t.name for t in ex.figure.data] == ["0", "1", "2", "3", "4"]
-    send_click(ex.figure, 4, 0)
+    ex.click(4, 0)
     assert ex.state()["clicked"] == int(ex.figure.data[4].customdata[0][0])
-    send_selection(ex.figure, {0: list(range(len(ex.figure.data[0].x)))})
+    ex.lasso({0: list(range(len(ex.figure.data[0].x)))})
     assert sorted(ex.state()["selected"]) == sorted(int(c[0]) for c in ex.figure.data[0].customdata)

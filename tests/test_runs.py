@@ -17,6 +17,7 @@ def slow_notebook(path, log):
                 nbformat.v4.new_code_cell(
                     "import json, os, time\ntime.sleep(sleep)\n"
                     f"open({str(log)!r}, 'a').write(f'{{a}},{{b}}\\n')\n"
+                    "print('scored', a * 10 + b)\n"
                     "os.makedirs(out_dir, exist_ok=True)\n"
                     "json.dump({'score': a * 10 + b}, open(os.path.join(out_dir, 'metrics.json'), 'w'))")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -59,6 +60,26 @@ def test_cli_run_and_sweep(tmp_path):
     assert "11" in res.stdout and "21" in res.stdout
     res = subprocess.run([CLI, "run", str(nb), "-p", "nope", "1"], capture_output=True, text=True)
     assert res.returncode == 2 and "nope" in res.stderr
+
+def cli(*args):
+    "Run the `lcc_nb` command line; the finished process (asserting it succeeded)."
+    res = subprocess.run([CLI, *map(str, args)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return res
+
+def test_cli_progress_and_quiet(tmp_path):
+    "Without --quiet `run` and `sweep` show the executing cell and the notebook's output; with it, only the summary."
+    nb = slow_notebook(tmp_path/"slow.ipynb", tmp_path/"log")
+    loud = cli("run", nb, "-p", "a", "5", "--out-dir", tmp_path/"loud")
+    assert "scored 51" in loud.stdout and "Executing" in loud.stderr and "cell" in loud.stderr, loud
+    quiet = cli("run", nb, "-p", "a", "5", "--out-dir", tmp_path/"quiet", "--quiet")
+    assert quiet.stdout == f"{json.dumps({'score': 51}, indent=2)}\noutputs in {(tmp_path/'quiet').resolve()}\n", quiet.stdout
+    assert quiet.stderr == "", quiet.stderr
+    loud = cli("sweep", nb, "--grid", "a=1,2", "-p", "b", "3", "--out-dir", tmp_path/"sweep_loud")
+    assert "run 1/2: a=1" in loud.stderr and "run 2/2: a=2" in loud.stderr and "scored 23" in loud.stdout, loud
+    quiet = cli("sweep", nb, "--grid", "a=1,2", "-p", "b", "3", "--out-dir", tmp_path/"sweep_quiet", "--quiet")
+    lines = quiet.stdout.splitlines()
+    assert len(lines) == 3 and lines[0].split()[:2] == ["run", "status"] and quiet.stderr == "", quiet
 
 # Metrics every run notebook must report in smoke mode (names from issue 9).
 EXPECTED_METRICS = {

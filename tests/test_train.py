@@ -9,7 +9,8 @@ from torch import nn
 
 from lcc_nb.core import load_checkpoint, list_checkpoints
 from lcc_nb.testing import toy_blobs
-from lcc_nb.train import Plugin, TrainConfig, Trainer, gather_by_index, launch
+from lcc_nb.distributed import gather_by_index, launch
+from lcc_nb.train import Plugin, TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -82,7 +83,8 @@ def test_torchrun_two_processes_only_rank0_writes(tmp_path):
     subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(script), str(out)], env=ENV, check=True, timeout=120)
     assert [p.name for p in list_checkpoints(out/"checkpoints")] == ["step-000000004.pt"]
     assert len((out/"logs/epochs.jsonl").read_text().splitlines()) == 1
-    assert json.loads((out/"results.json").read_text())["step"] == 4
+    results = json.loads((out/"results.json").read_text())
+    assert results["steps"] == 4 and results["config"]["train"]["batch_size"] == 8 and results["method"] == {"name": None}
 
 
 RESUME_SCRIPT = """
@@ -140,4 +142,17 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     expected, got = torch.load(ref/"final.pt"), torch.load(run/"final.pt")
     for k in expected: assert torch.equal(expected[k], got[k]), k
     assert _losses(run) == _losses(ref)                      # every step logged once, with the same loss
-    assert json.loads((run/"results.json").read_text())["best_metric"] == json.loads((ref/"results.json").read_text())["best_metric"]
+    resumed, uninterrupted = (json.loads((d/"results.json").read_text()) for d in (run, ref))
+    assert resumed["best"] == {**uninterrupted["best"], "checkpoint": resumed["best"]["checkpoint"]}
+    for r, u in zip(resumed["history"], uninterrupted["history"], strict=True):
+        assert set(r) == set(u) and (r["step"], r["lr"], r["val_acc"]) == (u["step"], u["lr"], u["val_acc"])
+        assert r["train_loss"] == pytest.approx(u["train_loss"], rel=1e-6)
+
+
+def test_train_still_offers_the_names_that_moved():
+    "During the transition, `lcc_nb.train` re-exports the distributed helpers and the logger (the same objects)."
+    import lcc_nb.distributed, lcc_nb.train, lcc_nb.train_logs
+    moved = {"launch", "gather_by_index", "all_gather_object", "broadcast_object", "is_distributed", "get_rank", "get_world_size",
+             "init_distributed", "all_reduce_sum", "gather_array", "on_main"}
+    for name in moved: assert getattr(lcc_nb.train, name) is getattr(lcc_nb.distributed, name), name
+    assert lcc_nb.train.MetricLogger is lcc_nb.train_logs.MetricLogger
