@@ -16,7 +16,7 @@ from .train_config import TrainConfig
 __all__ = ['CLUSTERING_METHODS', 'LCC_LOSSES', 'LCC_ROLES', 'LCCConfig']
 
 # %% ../nbs/10a_lcc_config.ipynb #53475e36
-CLUSTERING_METHODS = ("louvain", "leiden", "peer_pressure")
+CLUSTERING_METHODS = ("louvain", "leiden", "peer_pressure", "label_propagation")   # = lcc_nb.clustering.COMMUNITY_METHODS (kept light: no import)
 LCC_LOSSES = ("exact", "randomized")
 
 @dataclass
@@ -29,7 +29,7 @@ class LCCConfig:
     lcc_warmup:int=0 # ...from this epoch on (0-based)
     lcc_loss:str="exact" # exact (mean of the k nearest CC latents) | randomized (one of lcc_samples_per_community drawn CC latents)
     lcc_samples_per_community:int=100 # CC samples kept per community by the randomized loss
-    lcc_clustering:str="louvain" # community detection on the k-NN graph: louvain | leiden | peer_pressure
+    lcc_clustering:str="louvain" # community detection on the k-NN graph: louvain | leiden | peer_pressure (the reference: synchronous, best conductance) | label_propagation (igraph)
     lcc_pca_dim:int|None=None # PCA the latents to this dimension before the k-NN graph (None: off)
 
     def __post_init__(self):

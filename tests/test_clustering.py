@@ -149,3 +149,9 @@ def test_label_propagation_is_igraphs():
         expected = clustering.as_igraph(graph).community_label_propagation().membership
     np.testing.assert_array_equal(clustering.community_labels(graph, method="label_propagation", seed=3),
                                   clustering.labels_by_size(expected))
+
+def test_lcc_offers_every_community_method():
+    "LCC's light config lists the same community methods as lcc_nb.clustering (it cannot import it)."
+    from lcc_nb.clustering import COMMUNITY_METHODS
+    from lcc_nb.lcc_config import CLUSTERING_METHODS
+    assert tuple(CLUSTERING_METHODS) == tuple(COMMUNITY_METHODS)
