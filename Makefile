@@ -36,7 +36,7 @@ test-nbs: install
 	$(BIN)/nbdev_test --n_workers 1 --timing
 
 test-py: install
-	$(BIN)/pytest -q -n 2 --dist loadfile tests
+	$(BIN)/pytest -q tests
 
 test: check-clean check-export test-nbs test-py
 
