@@ -35,8 +35,10 @@ check-export: install
 test-nbs: install
 	$(BIN)/nbdev_test --n_workers 1 --timing
 
+# pytest on both cores (one test file per worker), then the real-browser tests alone: under load JupyterLab misses its timeouts
 test-py: install
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "not browser" tests
+	$(BIN)/pytest -q -m browser tests
 
 test: check-clean check-export test-nbs test-py
 

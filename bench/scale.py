@@ -15,6 +15,14 @@ Each measured step runs in its own process, so that its peak RSS (resource.getru
 (The exact PCA of all 50,000 rows is not run: it forms the 25,088^2 covariance and had not finished after 14 minutes
 at 12.4 GB resident.) `lcc.cluster_latents(x, y, k=5, pca_dim=256)` makes the same calls as step 1 (`--lcc` times it too).
 
+DeepCluster's feature step (`--deepcluster`, instead of the LCC steps): `deepcluster.preprocess_features(x, 256)`
+(randomized PCA streamed over the memmap, whitening, L2 rows) then `kmeans(z, 100, niter=20)`, in its own process:
+time and peak RSS (targets as above). Agreement on the same 10k subsample: k-means labels of an exact PCA (full SVD,
+scikit-learn) + whitening + L2 of the subsample vs (a) the full run's labels of those rows and (b) the randomized
+pipeline run on the subsample alone; for scale, k-means' own seed-to-seed NMI on the exact coordinates.
+Measured (bench/results/scale_deepcluster.txt): 84 s, 6.0 GB peak RSS; the full SVD of the 10k x 25,088 subsample
+alone takes ~26 minutes on this CPU.
+
 Run: `python bench/scale.py` (about 10 minutes on 2 cores); `--rows/--dim` for other sizes.
 """
 from __future__ import annotations
@@ -90,6 +98,58 @@ def exact_step(n:int, d:int, sample:int, k:int, reductions:list[str]) -> dict:
     return out
 
 
+def deepcluster_step(n:int, d:int, dim:int, clusters:int) -> dict:
+    "DeepCluster's feature step on the memmap: PCA + whitening + L2, then k-means; time and peak RSS of this process."
+    from lcc_nb.clustering import kmeans
+    from lcc_nb.deepcluster import preprocess_features   # imports torch: outside the timing
+    from lcc_nb.metrics import nmi
+    x, y = open_latents(n, d), np.load(ROOT/f"classes_{n}.npy")
+    start = time.perf_counter()
+    z = preprocess_features(x, dim); reduced = time.perf_counter()
+    labels = kmeans(z, clusters, niter=20, seed=0).labels
+    np.save(ROOT/f"deepcluster_labels_{n}x{d}.npy", labels)
+    return {"seconds": time.perf_counter() - start, "peak_rss_gb": peak_rss_gb(), "nmi_classes": nmi(y, labels),
+            "timings": {"pca_whiten_l2": round(reduced - start, 1), "kmeans": round(time.perf_counter() - reduced, 1)}}
+
+
+def exact_features(x:np.ndarray, dim:int) -> np.ndarray:
+    "An exact PCA (full SVD) to `dim` components, whitened, rows L2-normalised: DeepCluster's pre-processing, exactly."
+    from sklearn.decomposition import PCA
+    fitted = PCA(dim, svd_solver="full").fit(x)
+    z = fitted.transform(x) / np.sqrt(fitted.explained_variance_ + 1e-12)
+    return (z / np.linalg.norm(z, axis=1, keepdims=True)).astype(np.float32)
+
+
+def deepcluster_exact_step(n:int, d:int, dim:int, clusters:int, sample:int) -> dict:
+    "k-means labels of the exact pipeline on a random subsample vs the full run's and the randomized pipeline's (NMI)."
+    from lcc_nb.clustering import kmeans
+    from lcc_nb.deepcluster import preprocess_features
+    from lcc_nb.metrics import nmi
+    rows = np.sort(np.random.default_rng(1).choice(n, sample, replace=False))
+    x, y, start = np.asarray(open_latents(n, d)[rows]), np.load(ROOT/f"classes_{n}.npy")[rows], time.perf_counter()
+    z = exact_features(x, dim)
+    exact = kmeans(z, clusters, niter=20, seed=0).labels
+    seconds = time.perf_counter() - start
+    randomized = kmeans(preprocess_features(x, dim), clusters, niter=20, seed=0).labels
+    full = np.load(ROOT/f"deepcluster_labels_{n}x{d}.npy")[rows]
+    return {"seconds": seconds, "peak_rss_gb": peak_rss_gb(), "nmi_classes": nmi(y, exact), "nmi_full_run": nmi(exact, full),
+            "nmi_randomized_subsample": nmi(exact, randomized),
+            "nmi_other_seed": nmi(exact, kmeans(z, clusters, niter=20, seed=1).labels)}
+
+
+def deepcluster_main(n:int, d:int, dim:int, clusters:int, sample:int):
+    print(f"## DeepCluster's feature step at scale: {n} x {d} float32 latents (np.memmap), PCA to {dim} + whitening + L2, "
+          f"k-means k={clusters}, 20 iterations")
+    r = in_child("deepcluster", n, d, dim, clusters)
+    print(f"{'randomized PCA':18s} wall {r['seconds']:6.1f} s (target <= 300)  peak RSS {r['peak_rss_gb']:5.2f} GB (target <= 8)  "
+          f"NMI with classes {r['nmi_classes']:.3f}  steps {r['timings']}")
+    e = in_child("deepcluster_exact", n, d, dim, clusters, sample)
+    print(f"agreement on a {sample}-row subsample: exact PCA (full SVD) + whitening + L2 + k-means ({e['seconds']:.0f} s, "
+          f"peak RSS {e['peak_rss_gb']:.2f} GB, NMI with classes {e['nmi_classes']:.3f})\n"
+          f"  NMI with the full run's labels of those rows {e['nmi_full_run']:.3f}; with the randomized pipeline on the "
+          f"subsample {e['nmi_randomized_subsample']:.3f}; k-means' own seed-to-seed NMI {e['nmi_other_seed']:.3f}")
+
+
 def in_child(*args) -> dict:
     "Run one step of this script in a fresh process and return its JSON result."
     done = subprocess.run([sys.executable, __file__, "--step", *map(str, args)], capture_output=True, text=True)
@@ -128,7 +188,11 @@ def main(n:int, d:int, dim:int, k:int, sample:int, use_lcc:bool):
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--step":
         step, *args = sys.argv[2:]
-        if step == "reduce":
+        if step == "deepcluster":
+            print(json.dumps(deepcluster_step(*map(int, args))))
+        elif step == "deepcluster_exact":
+            print(json.dumps(deepcluster_exact_step(*map(int, args))))
+        elif step == "reduce":
             n, d, reduction, dim, k, use_lcc = args
             print(json.dumps(reduced_step(int(n), int(d), reduction, int(dim), int(k), use_lcc == "1")))
         else:
@@ -142,5 +206,10 @@ if __name__ == "__main__":
     parser.add_argument("--k", type=int, default=5, help="neighbours of the k-NN graph (LCC's default)")
     parser.add_argument("--sample", type=int, default=10_000, help="rows of the exact-graph agreement check")
     parser.add_argument("--lcc", action="store_true", help="also time lcc.cluster_latents(x, y, k, pca_dim) end to end")
+    parser.add_argument("--deepcluster", action="store_true", help="bench DeepCluster's feature step instead of LCC's")
+    parser.add_argument("--clusters", type=int, default=100, help="DeepCluster's k-means clusters")
     args = parser.parse_args()
+    if args.deepcluster:
+        make_latents(args.rows, args.dim)
+        deepcluster_main(args.rows, args.dim, args.reduced, args.clusters, min(args.sample, args.rows)); sys.exit()
     main(args.rows, args.dim, args.reduced, args.k, min(args.sample, args.rows), args.lcc)

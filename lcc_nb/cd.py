@@ -15,19 +15,23 @@ from .cd_config import CDConfig, CD_ROLES
 from .data_config import DataConfig
 from .model_config import ModelConfig
 from .clustering import kmeans
-from .data import DATASET_PRESETS, TwoViews, get_dataset, simclr_transform
+from torchvision import transforms as T
+from .data import DATASET_PRESETS, ToChannels, TwoViews, get_dataset, simclr_transform
 from .latents import extract_latents
 from .embed import embed_2d
-from .metrics import nmi, ari, cluster_acc
+from .metrics import nmi, ari, cluster_acc, label_scores
 from .plotting import class_scatter, save_figure
 from .models import find_head_name, get_model
 from .train import Plugin, TrainConfig, TrainResult, Trainer
 from .losses import nt_xent, feature_contrastive_loss, bernoulli_entropy_bits
+from .preprocessing import model_data_config, set_transform, transform_for
+from .core import load_checkpoint, load_state_dict_checked
 
 # %% auto #0
 __all__ = ['SPACES', 'CD_AUGMENTATION', 'CDOutput', 'CDModel', 'backbone_from_classifier', 'cd_loss', 'cd_model', 'labellings',
-           'best_kmeans', 'cluster_metrics', 'cd_representations', 'evaluate_cd', 'cd_snapshots', 'CDPlugin',
-           'cd_augmentation', 'all_images_split', 'CDRun', 'run_cd']
+           'best_kmeans', 'cluster_metrics', 'head_redundancy', 'cd_representations', 'evaluate_cd', 'cd_snapshots',
+           'CDPlugin', 'cd_augmentation', 'all_images_split', 'resize_transform', 'cd_network', 'cd_transforms',
+           'CDRun', 'run_cd', 'load_cd']
 
 # %% ../nbs/13_cd.ipynb #a307f52d
 @dataclass
@@ -42,10 +46,11 @@ class CDModel(nn.Module):
     def __init__(self, backbone:nn.Module, # maps images (B, C, H, W) to features (B, feature_dim)
                  feature_dim:int, # D, the backbone's output width
                  feature_num:int=128, # K, the number of feature heads
-                 hidden_dim:int=512, # width of the hidden layers of both heads
+                 projector_width:int|None=None, # width of the hidden layers of both heads; None: feature_dim
                  projection_dim:int=128): # width of z
         super().__init__()
         self.backbone, self.feature_dim, self.feature_num = backbone, feature_dim, feature_num
+        hidden_dim = projector_width or feature_dim
         self.instance_projector = nn.Sequential(
             nn.Linear(feature_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(),
             nn.Linear(hidden_dim, projection_dim))
@@ -80,13 +85,14 @@ def backbone_from_classifier(model:nn.Module # a classifier whose last `nn.Linea
 # %% ../nbs/13_cd.ipynb #c8e745a3
 def cd_loss(out1:CDOutput, out2:CDOutput, # the two views' representations
             instance_temperature:float=0.5, # τ_I
-            feature_temperature:float=1.0 # τ_F
+            feature_temperature:float=1.0, # τ_F
+            entropy_weight:float=1.0 # λ, the weight of the heads' mean Bernoulli entropy
            ) -> tuple[torch.Tensor, dict]:
-    "CD's loss `L_ins + L_feat − mean Bernoulli entropy (bits)` of the heads, and its parts for logging."
+    "CD's loss `L_ins + L_feat − λ · mean Bernoulli entropy (bits)` of the heads, and its parts for logging."
     instance = nt_xent(out1.z, out2.z, instance_temperature)
     feature = feature_contrastive_loss(out1.f, out2.f, feature_temperature)
     entropy = (bernoulli_entropy_bits(out1.f).mean() + bernoulli_entropy_bits(out2.f).mean()) / 2
-    total = instance + feature - entropy
+    total = instance + feature - entropy_weight * entropy
     return total, {"instance_loss": instance.item(), "feature_loss": feature.item(), "head_entropy": entropy.item()}
 
 # %% ../nbs/13_cd.ipynb #af7cb046
@@ -94,11 +100,15 @@ def cd_model(model:str="lcc/resnet34", # a `get_model` name; its classification 
              feature_num:int=128, # K, the number of feature heads
              in_chans:int|None=None, # input channels (e.g. 1 for digits)
              image_size:int|None=None, # input side, for architectures that depend on it
-             **config) -> CDModel: # more `get_model` options
+             projection_dim:int=128, # width of z
+             projector_width:int|None=None, # hidden width of both heads; None: the backbone's feature width
+             **config) -> CDModel: # more `get_model` options (e.g. `pretrained=True`)
     "A `CDModel` on the backbone of the registry model `model`."
     backbone, feature_dim = backbone_from_classifier(get_model(model, num_classes=2, in_chans=in_chans,
                                                                image_size=image_size, **config))
-    return CDModel(backbone, feature_dim, feature_num)
+    model = CDModel(backbone, feature_dim, feature_num, projector_width, projection_dim)
+    model.data_config = model_data_config(backbone)   # the backbone's own preprocessing, if it has one
+    return model
 
 # %% ../nbs/13_cd.ipynb #d8d40880
 SPACES = ("backbone", "feature")
@@ -119,13 +129,35 @@ def cluster_metrics(x:np.ndarray, # (N, D) representation
                     labels:dict, # {labelling: (N,) labels}
                     prefix:str, # e.g. "backbone"
                     n_init:int=3, seed:int=0) -> dict:
-    "NMI, ARI and ACC of k-means (k = number of classes of each labelling) on `x`."
+    "NMI, ARI and ACC of k-means (k = number of classes of each labelling) on `x`; unlabelled samples (-1) are left out, and say so."
     out = {}
     for kind, y in labels.items():
-        clusters = best_kmeans(x, len(np.unique(y)), n_init, seed)
-        for name, metric in (("nmi", nmi), ("ari", ari), ("acc", cluster_acc)):
-            out[f"{prefix}_{kind}_{name}"] = metric(y, clusters)
+        y = np.asarray(y)
+        classes = np.unique(y[y >= 0])
+        clusters = best_kmeans(x, len(classes), n_init, seed) if len(classes) else np.zeros(len(y), np.int64)
+        scores = label_scores(y, clusters, f"{prefix} {kind}")   # warns "no labels" instead of reporting 0
+        if scores["labelled"] < len(y): out[f"{prefix}_{kind}_labelled"] = scores["labelled"]
+        out.update({f"{prefix}_{kind}_{name}": scores[name] for name in ("nmi", "ari", "acc") if name in scores})
     return out
+
+# %% ../nbs/13_cd.ipynb #c224ae12
+def head_redundancy(f:np.ndarray, # (N, K) head outputs
+                    y:np.ndarray # (N,) class labels
+                   ) -> dict:
+    "Mean |corr| between heads, the first principal component's share of their variance, the most heads sharing one strongest class."
+    f = np.asarray(f, dtype=np.float64)
+    centred = f - f.mean(0)
+    std = centred.std(0)
+    z = np.divide(centred, std, out=np.zeros_like(centred), where=std > 1e-12)
+    corr = z.T @ z / len(f)                                    # (K, K), 0 for a constant head
+    k = f.shape[1]
+    mean_abs_corr = np.abs(corr[~np.eye(k, dtype=bool)]).mean() if k > 1 else 0.0
+    variances = np.linalg.eigvalsh(centred.T @ centred / len(f))
+    pc1 = variances[-1] / variances.sum() if variances.sum() > 0 else 1.0
+    classes = np.unique(y)
+    strongest = classes[np.argmax([f[y == c].mean(0) for c in classes], axis=0)]   # (K,) each head's strongest class
+    return {"feature_head_abs_corr": float(mean_abs_corr), "feature_head_pc1_share": float(pc1),
+            "feature_heads_same_class": int(np.bincount(np.searchsorted(classes, strongest)).max())}
 
 # %% ../nbs/13_cd.ipynb #85302ee8
 def cd_representations(model:CDModel, dataset, # items (image, label)
@@ -137,13 +169,14 @@ def cd_representations(model:CDModel, dataset, # items (image, label)
 def evaluate_cd(model:CDModel, dataset, # items (image, label) without augmentation; `.targets` (+ `.other_labels`)
                 indices=None, # evaluate on these samples only (a fixed subset)
                 batch_size:int=256, n_init:int=3, seed:int=0, progress:bool=False) -> dict:
-    "k-means NMI/ARI/ACC of the backbone and feature-head spaces against every labelling of `dataset`."
+    "k-means NMI/ARI/ACC of the backbone and feature-head spaces against every labelling of `dataset`, and the heads' redundancy."
     labels = labellings(dataset)
     if indices is not None:
         dataset = Subset(dataset, np.asarray(indices).tolist())
         labels = {k: v[indices] for k, v in labels.items()}
     reps = cd_representations(model, dataset, batch_size, progress)
-    return {k: v for space in SPACES for k, v in cluster_metrics(reps[space], labels, space, n_init, seed).items()}
+    metrics = {k: v for space in SPACES for k, v in cluster_metrics(reps[space], labels, space, n_init, seed).items()}
+    return {**metrics, **head_redundancy(reps["feature"], labels["class"])}
 
 # %% ../nbs/13_cd.ipynb #42cf8f35
 def cd_snapshots(model:CDModel, dataset, # images without augmentation, with `.targets`
@@ -167,7 +200,7 @@ class CDPlugin(Plugin):
                  seed:int=0): # picks the subset and seeds k-means
         self.eval_data, self.config, self.seed = eval_data, config or CDConfig(), seed
         n = 0 if eval_data is None else len(eval_data)
-        self.eval_indices = np.sort(np.random.default_rng(seed).choice(n, min(self.config.eval_subset, n), replace=False))
+        self.eval_indices = np.sort(np.random.default_rng(seed).choice(n, self.config.subset_size(n) if n else 0, replace=False))
         self.final_metrics = {}
 
     def forward(self, trainer, batch):
@@ -176,12 +209,13 @@ class CDPlugin(Plugin):
         return trainer.train_model(*views) if trainer.training else trainer.model(*views)
 
     def loss(self, trainer, batch, outputs):
-        return cd_loss(*outputs, self.config.instance_temperature, self.config.feature_temperature)
+        c = self.config
+        return cd_loss(*outputs, c.instance_temperature, c.feature_temperature, c.entropy_weight)
 
     def evaluate(self, trainer, indices=None) -> dict:
         "k-means metrics of both spaces of the trainer's model on the evaluation data (or the samples `indices`)."
         batch_size = trainer.config.eval_batch_size or 2 * trainer.config.batch_size
-        return evaluate_cd(trainer.model, self.eval_data, indices, batch_size, seed=self.seed)
+        return evaluate_cd(trainer.model, self.eval_data, indices, batch_size, self.config.kmeans_restarts, self.seed)
 
     def on_epoch_end(self, trainer, logs):
         done, every = logs["epoch"] + 1, self.config.eval_every   # `epoch` is the index of the epoch just trained (0-based)
@@ -201,20 +235,52 @@ class CDPlugin(Plugin):
         if self.eval_data is not None and trainer.is_main: self.final_metrics = self.evaluate(trainer)
 
 # %% ../nbs/13_cd.ipynb #c1916a7c
-CD_AUGMENTATION = {            # per-dataset `simclr_transform` options; others get strength 1.0 (the reference's default)
+CD_AUGMENTATION = {            # per-dataset `simclr_transform` options (config.yaml's s and blur); others: strength 1.0, no blur
     "cifar10": dict(strength=0.5), "cifar100": dict(strength=0.5), "cifar100-20": dict(strength=0.5),
     "tiny-imagenet": dict(strength=0.5), "imagenet10": dict(blur=True),
     "digits": dict(min_scale=0.3, flip=False),
     "shapes": dict(strength=0.5)}
 
-def cd_augmentation(dataset:str, image_size:int, **overrides):
-    "The two-view SimCLR augmentation CD trains with on `dataset` (strengths as the reference's per-dataset config)."
-    return TwoViews(simclr_transform(image_size, **{**CD_AUGMENTATION.get(dataset, {}), **overrides}))
+def cd_augmentation(dataset:str, # the preset (its entry of `CD_AUGMENTATION`)
+                    image_size:int, # output side
+                    **overrides): # more `simclr_transform` options, e.g. channels, mean, std, strength
+    "The two-view SimCLR augmentation CD trains with on `dataset`: Gaussian blur only where the dataset's entry asks for it."
+    return TwoViews(simclr_transform(image_size, **{"blur": False, **CD_AUGMENTATION.get(dataset, {}), **overrides}))
 
 def all_images_split(name:str) -> str:
-    "The split holding every labelled image of a preset (`train+test` as the reference, `all`, else `train`)."
+    "The split holding every labelled image of a preset (`all`, else `train+test` as the reference, else `train`)."
     splits = DATASET_PRESETS[check_choice(name, list(DATASET_PRESETS), "dataset")].splits
-    return next(s for s in ("train+test", "all", "train") if s in splits)
+    return next(s for s in ("all", "train+test", "train") if s in splits)
+
+def resize_transform(image_size:int|None, # output side (square); None keeps the size
+                     channels:int|None=None): # 1 or 3 output channels; None keeps the image's
+    "The reference's evaluation input: the image squashed to `image_size` × `image_size` (no crop), a tensor in [0, 1]."
+    steps = [ToChannels(channels)] if channels else []
+    if image_size: steps.append(T.Resize((image_size, image_size), antialias=True))
+    return T.Compose(steps + [T.ToTensor()])
+
+# %% ../nbs/13_cd.ipynb #0f282eff
+def cd_network(cd:CDConfig, data:DataConfig, net:ModelConfig, # the run's configs
+               dataset) -> CDModel: # the training images: a random-init backbone takes their channels and size
+    "The CD network of a run: a pretrained backbone keeps its own input channels and size (images are converted)."
+    fresh = not net.pretrained
+    return cd_model(net.model, cd.feature_num, in_chans=data.in_chans or (dataset.channels if fresh else None),
+                    image_size=data.image_size or (dataset.image_size if fresh else None), projection_dim=cd.projection_dim,
+                    projector_width=cd.projector_width, pretrained=net.pretrained or False, **net.model_options)
+
+def cd_transforms(network:CDModel, data:DataConfig, # the run's network and data settings
+                  dataset, # the images (their size when `data.image_size` is None)
+                  augmentation:dict|None=None # `simclr_transform` overrides (`CDConfig.augmentation`)
+                 ) -> tuple:
+    "`(evaluation transform, two-view training transform)`: the model's own preprocessing if pretrained, else resized to `image_size`."
+    own = model_data_config(network)
+    if data.preprocessing == "model" or (data.preprocessing == "auto" and own is not None and own.pretrained):
+        evaluation = transform_for(network, "model")   # names the fix when the model has no preprocessing of its own
+        channels, size, _ = own.input_size
+        return evaluation, cd_augmentation(data.dataset, size, channels=channels, mean=own.mean, std=own.std, **(augmentation or {}))
+    size, channels = data.image_size or dataset.image_size, data.in_chans
+    evaluation = resize_transform(data.image_size, channels) if data.image_size or channels else None
+    return evaluation, cd_augmentation(data.dataset, size, channels=channels, **(augmentation or {}))
 
 # %% ../nbs/13_cd.ipynb #c8d2c774
 @dataclass
@@ -222,14 +288,14 @@ class CDRun:
     "What `run_cd` returns."
     model: CDModel # the trained network (final weights)
     train: TrainResult # the loop's result: history (with the subset metrics), checkpoints, steps
-    metrics: dict # k-means metrics of both spaces on every image, at the end
+    metrics: dict # k-means metrics of both spaces on every evaluation image, and the heads' redundancy, at the end
     results: dict # the run's record, as written to out_dir/results.json
     eval_data: object # the images without augmentation the metrics were computed on
     configs: dict # {role: config} of the run
 
 def run_cd(config:CDConfig|dict|None=None, # CD's own settings
            train:TrainConfig|dict|None=None, # the loop's settings
-           data:DataConfig|dict|None=None, # the dataset: CD trains and evaluates on all its labelled images
+           data:DataConfig|dict|None=None, # the dataset: CD trains on all its labelled images
            model:ModelConfig|dict|None=None, # the backbone (its classification head is removed)
            *, recipe:str|None="default", # a recipe of lcc_nb.cd_config ("default", "reference"); None: class defaults
            **settings) -> CDRun: # any setting of the four configs by its name (or an alias such as reload=)
@@ -238,13 +304,33 @@ def run_cd(config:CDConfig|dict|None=None, # CD's own settings
     cd, loop, data, net = (configs[role] for role in CD_ROLES)
     set_seed(loop.seed, loop.deterministic)
     split = all_images_split(data.dataset)
-    eval_data = get_dataset(data.dataset, split, data.root, data.download)
-    augment = cd_augmentation(data.dataset, eval_data.image_size, **cd.augmentation)
-    train_data = get_dataset(data.dataset, split, data.root, data.download, transform=augment)
-    network = cd_model(net.model, cd.feature_num, in_chans=eval_data.channels, image_size=eval_data.image_size,
-                       pretrained=net.pretrained, **net.model_options)
+    eval_data = get_dataset(data.dataset, cd.eval_split or split, data.root, data.download)
+    train_data = get_dataset(data.dataset, split, data.root, data.download)
+    network = cd_network(cd, data, net, train_data)
+    inputs, views = cd_transforms(network, data, train_data, cd.augmentation)
+    set_transform(inputs, eval_data); set_transform(views, train_data)
     plugin = CDPlugin(eval_data, cd, loop.seed)
     trainer = Trainer(network, train_data, config=loop, plugins=[plugin], record={"method": "cd", "configs": configs})
     result = trainer.fit()
-    results = trainer.write_results(plugin.final_metrics)
+    results = trainer.write_results({**plugin.final_metrics, "inputs": repr(inputs) if inputs else "the dataset's tensors"})
     return CDRun(network, result, plugin.final_metrics, results, eval_data, configs)
+
+# %% ../nbs/13_cd.ipynb #ba573831
+def load_cd(checkpoint, # a checkpoint of a CD run; the run folder above it holds results.json
+            eval_split:str|None=None, # the images to evaluate: None the run's eval_split ("": every labelled image); or a split
+            root=None, # the datasets' folder (default: the run's)
+           ) -> tuple[CDModel, object, dict]:
+    "`(network with the checkpoint's weights, evaluation images with the run's inputs, {role: config})` of a CD run."
+    import json
+    from pathlib import Path
+    run_dir = next((p for p in Path(checkpoint).resolve().parents if (p/"results.json").exists()), None)
+    if run_dir is None: raise LccError(f"No results.json in a folder above {str(checkpoint)!r}: is it a checkpoint of run_cd?")
+    configs = run_configs("cd", CD_ROLES, None, **json.loads((run_dir/"results.json").read_text())["config"])
+    cd, data, net = configs["config"], configs["data"], configs["model"]
+    root = root or data.root
+    split = all_images_split(data.dataset)
+    eval_data = get_dataset(data.dataset, (cd.eval_split if eval_split is None else eval_split) or split, root)
+    network = cd_network(cd, data, net, get_dataset(data.dataset, split, root))
+    load_state_dict_checked(network, load_checkpoint(checkpoint)["model"], str(checkpoint))
+    set_transform(cd_transforms(network, data, eval_data)[0], eval_data)
+    return network, eval_data, configs

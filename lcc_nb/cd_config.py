@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from .core import LccError
 from .config import check_int, check_number, register_recipe
+from .parity import Behaviour, Original, register_parity
 from .data_config import DataConfig
 from .model_config import ModelConfig
 from .train_config import TrainConfig
@@ -20,35 +21,96 @@ SNAPSHOT_METHODS = ("tsne", "umap", "pca")
 
 @dataclass
 class CDConfig:
-    "Contrastive Disentangling's own settings: heads, loss temperatures, evaluation, augmentation."
+    "Contrastive Disentangling's own settings: heads, loss, evaluation, augmentation."
     feature_num:int=128 # K, the number of feature heads
+    projection_dim:int=128 # width of z, the instance projector's output
+    projector_width:int|None=None # hidden width of the instance projector and of the feature predictor; None: the backbone's feature width
     instance_temperature:float=0.5 # τ_I of the instance-level NT-Xent loss
     feature_temperature:float=1.0 # τ_F of the feature-level contrastive loss
+    entropy_weight:float=1.0 # weight of the heads' mean Bernoulli entropy (bits), subtracted from the loss
     eval_every:int=10 # k-means metrics of a fixed subset every this many epochs (0: only at the end, on every image)
-    eval_subset:int=1000 # size of that fixed subset
+    eval_subset:int|float=1000 # size of that fixed subset; a float in (0, 1): that share of the evaluation images
+    eval_split:str="" # images the metrics are computed on: "" every labelled image (train+test); or a split of the dataset
+    kmeans_restarts:int=3 # k-means runs (seeds) per evaluation; the lowest-inertia one is kept
     snapshot_every:int=0 # 2-D snapshots of both spaces (subset) to out_dir/snapshots every N epochs (0: none)
     snapshot_method:str="tsne" # tsne | umap | pca
     augmentation:dict=field(default_factory=dict) # simclr_transform options over the dataset's (cd.CD_AUGMENTATION), e.g. {"strength": 0.5}
 
     def __post_init__(self):
-        check_int(self, "feature_num", 1)
+        for name in ("feature_num", "projection_dim", "kmeans_restarts"): check_int(self, name, 1)
+        check_int(self, "projector_width", 1, optional=True)
         for name in ("eval_every", "snapshot_every"): check_int(self, name, 0)
-        check_int(self, "eval_subset", 1)
+        self._check_subset()
         for name in ("instance_temperature", "feature_temperature"): check_number(self, name, 0.0, strict=True)
+        check_number(self, "entropy_weight", 0.0)
         if self.snapshot_method not in SNAPSHOT_METHODS:
             raise LccError(f"snapshot_method={self.snapshot_method!r}: use one of {', '.join(SNAPSHOT_METHODS)}.")
         if not isinstance(self.augmentation, dict):
             raise LccError(f"augmentation={self.augmentation!r} must be a dict of simclr_transform options, e.g. {{'strength': 0.5}}.")
 
+    def _check_subset(self):
+        if isinstance(self.eval_subset, float) and self.eval_subset.is_integer() and self.eval_subset >= 1:
+            self.eval_subset = int(self.eval_subset)   # "100" from a command line
+        if isinstance(self.eval_subset, float) and 0 < self.eval_subset < 1: return
+        check_int(self, "eval_subset", 1)
+
+    def subset_size(self, n:int) -> int:
+        "The number of images of the fixed evaluation subset among `n`."
+        share = isinstance(self.eval_subset, float) and self.eval_subset < 1
+        return max(1, int(n * self.eval_subset)) if share else min(self.eval_subset, n)
+
 # %% ../nbs/13a_cd_config.ipynb #8c90249d
 CD_ROLES = {"config": CDConfig, "train": TrainConfig, "data": DataConfig, "model": ModelConfig}
-CD_SKIPPED = ("train_split", "val_split", "val_fraction", "test_split", "image_size", "in_chans", "image_key", "label_key",
+CD_SKIPPED = ("train_split", "val_split", "val_fraction", "test_split", "image_key", "label_key",
               "head_name", "logit_key", "loss", "loss_weight", "monitor", "monitor_mode", "patience")   # settings a CD run does not read
 
 # %% ../nbs/13a_cd_config.ipynb #8d47c768
-_CD_LOOP = dict(optimizer="adam", lr=3e-4, weight_decay=0.0, grad_clip=1.0, loss=None, drop_last=True, batch_size=128, seed=42,
-                model="lcc/resnet34")
-register_recipe("cd", "default", "Hoper-J's optimisation (Adam 3e-4, cosine to 0, grad norm clipped to 1, batch 128, seed 42, "
-                "ResNet34) over 100 epochs, the cosine stepped every optimizer step", **_CD_LOOP, scheduler="cosine", epochs=100)
-register_recipe("cd", "reference", "Hoper-J/Contrastive-Disentangling config.yaml: 1000 epochs, CosineAnnealingLR(T_max=epochs) "
-                "stepped per epoch, clip_grad_norm 1.0", **_CD_LOOP, scheduler="cosine", scheduler_interval="epoch", epochs=1000);
+_CD_COMMON = dict(optimizer="adam", lr=3e-4, weight_decay=0.0, loss=None, drop_last=True, batch_size=128, seed=42,
+                  model="lcc/resnet34")
+register_recipe("cd", "default", "Adam 3e-4, cosine to 0 stepped every optimizer step, grad norm clipped to 1, batch 128, seed 42, "
+                "ResNet34 with heads as wide as the backbone, over 100 epochs at the dataset's image size", **_CD_COMMON,
+                grad_clip=1.0, scheduler="cosine", epochs=100)
+register_recipe("cd", "reference", "Hoper-J/Contrastive-Disentangling (c12be4e): config.yaml and train.py: 1000 epochs at a "
+                "constant rate, no clipping, every image resized to 224 px, heads as wide as the backbone, "
+                "k-means on 10% of the images every epoch", **_CD_COMMON, grad_clip=None, scheduler="none", epochs=1000,
+                image_size=224, projector_width=None, eval_every=1, eval_subset=0.1, kmeans_restarts=10, deterministic=True);
+
+# %% ../nbs/13a_cd_config.ipynb #7a066d0e
+_YAML, _TRAIN, _DATA = "config/config.yaml", "train.py", "dataset.py"
+_BEHAVIOURS = {
+    "final evaluation": Behaviour("test_loader has drop_last=True: the last incomplete batch (up to 127 images) is never evaluated",
+                                  "every image is evaluated", "a bug: the metrics should cover the whole set"),
+    "best weights": Behaviour("save_best_model keeps the weights with the best NMI against the labels of the evaluation set",
+                              "the final weights are reported and kept; no checkpoint is chosen with labels",
+                              "choosing weights on the labels of the data the metrics report is selection on the test set"),
+    "k-means": Behaviour("scikit-learn KMeans(n_init=10, random_state=42)",
+                         "lcc_nb.clustering.kmeans (faiss when installed), the lowest inertia of kmeans_restarts seeds",
+                         "the same objective and restarts; faiss is faster on large sets, its seeds differ"),
+}
+register_parity("cd", "reference", "Hoper-J/Contrastive-Disentangling", CD_ROLES, behaviours=_BEHAVIOURS,
+    epochs=Original(1000, f"{_YAML} epochs"), batch_size=Original(128, f"{_YAML} batch_size"),
+    optimizer=Original("adam", f"{_TRAIN} optim.Adam"), lr=Original(3e-4, f"{_YAML} learning_rate"),
+    momentum=Original(0.9, f"{_TRAIN} optim.Adam default betas[0]"), beta2=Original(0.999, f"{_TRAIN} optim.Adam default betas[1]"),
+    weight_decay=Original(0.0, f"{_YAML} weight_decay"),
+    scheduler=Original("none", f"{_YAML} use_scheduler: false (CosineAnnealingLR(T_max=epochs) per epoch when true)"),
+    grad_clip=Original(None, f"{_YAML} use_gradnorm: false (clip_grad_norm_ max_norm 1.0 when true)"),
+    seed=Original(42, f"{_YAML} seed"), deterministic=Original(True, "utils/general_utils.py set_seed: cudnn.deterministic"),
+    drop_last=Original(True, f"{_DATA} train_loader drop_last=True"), shuffle=Original(True, f"{_DATA} train_loader shuffle=True"),
+    num_workers=Original(4, f"{_DATA} DataLoader num_workers=4", why="workers change speed, not the experiment; 0 keeps CPU "
+                         "runs light and exactly resumable (set num_workers=4 on a GPU machine)"),
+    every_epoch=Original(True, f"{_YAML} checkpoint: true (save_checkpoint every epoch)"),
+    resume=Original(True, f"{_YAML} reload: true", why="a run resumes when asked (resume=True); lcc_nb refuses to write a new run "
+                    "over an old one's checkpoints instead of silently continuing it"),
+    model=Original("lcc/resnet34", f"{_YAML} backbone: ResNet34 (modules/resnet.py: torchvision's ResNet, ImageNet stem)"),
+    pretrained=Original(False, "modules/resnet.py: built from scratch"),
+    feature_num=Original(128, f"{_YAML} feature_num"), projection_dim=Original(128, f"{_YAML} hidden_dim"),
+    projector_width=Original(None, "modules/network.py: Linear(rep_dim, rep_dim) in both heads"),
+    instance_temperature=Original(0.5, f"{_YAML} instance_temperature"),
+    feature_temperature=Original(1.0, f"{_YAML} feature_temperature"),
+    entropy_weight=Original(1.0, "loss.py FeatureLoss: loss - neloss"),
+    image_size=Original(224, f"{_DATA} get_transforms: Resize((224, 224)), RandomResizedCrop(224)"),
+    augmentation=Original({}, f"{_YAML} datasets.*: s, blur; {_DATA} get_transforms"),
+    eval_every=Original(1, f"{_TRAIN} evaluate after every epoch"),
+    eval_subset=Original(0.1, f"{_YAML} evaluation_mode: 0.1"),
+    eval_split=Original("", f"{_DATA} get_data_loader: ConcatDataset([train, test]) (ImageNet-10, tiny-ImageNet: their one folder)"),
+    kmeans_restarts=Original(10, "utils/metrics.py KMeans(n_init=10)"));

@@ -12,10 +12,10 @@ from .core import LccError
 from .config import RECIPES, add_config_arguments, check_unique_names, given_settings, normalise_flags
 
 # %% auto #0
-__all__ = ['COMMANDS', 'ROLE_TITLES', 'Command', 'load', 'find_command', 'skipped', 'add_method_arguments', 'run_method_command',
-           'pretty_print_arguments', 'pretty_print_command', 'data_fetch_arguments', 'data_fetch_command',
-           'run_arguments', 'sweep_arguments', 'run_command', 'sweep_command', 'build_parser', 'main',
-           'command_settings', 'command_setting_names']
+__all__ = ['COMMANDS', 'ROLE_TITLES', 'LOGGING_LEVELS', 'GLOBAL_OPTIONS', 'Command', 'load', 'find_command', 'skipped',
+           'add_method_arguments', 'run_method_command', 'pretty_print_arguments', 'pretty_print_command',
+           'data_fetch_arguments', 'data_fetch_command', 'run_arguments', 'sweep_arguments', 'run_command',
+           'sweep_command', 'build_parser', 'set_logging_level', 'main', 'command_settings', 'command_setting_names']
 
 # %% ../nbs/18_cli.ipynb #2d8cff90
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def add_method_arguments(parser:argparse.ArgumentParser, command:Command):
     default = recipes["default"].settings if "default" in recipes else {}
     if recipes:
         parser.add_argument("--recipe", default="default", choices=sorted(recipes),
-                            help="; ".join(f"{r.name}: {r.description}" for r in recipes.values()))
+                            help="; ".join(f"{r.name}: {r.description}" for r in recipes.values()).replace("%", "%%"))
     positional = list(command.positional)
     for role, cls in sorted(roles.items(), key=lambda rc: list(ROLE_TITLES).index(rc[0]) if rc[0] in ROLE_TITLES else len(ROLE_TITLES)):
         title = ROLE_TITLES.get(role, role).format(method=command.method or command.name)
@@ -174,10 +174,14 @@ def sweep_command(args:argparse.Namespace):
     return 0
 
 # %% ../nbs/18_cli.ipynb #94dd381b
+LOGGING_LEVELS = ("critical", "error", "warning", "info", "debug")
+GLOBAL_OPTIONS = ("--logging-level",)   # options of `lcc_nb` itself, given before the command
+
 def _invoked(argv:list[str]|None) -> str|None:
     "The name of the command `argv` invokes (None: build every command)."
     if argv is None: return None
-    words = [a for a in argv if not a.startswith("-")][:2]
+    values = {i + 1 for i, a in enumerate(argv) if a in GLOBAL_OPTIONS}   # the values of global options are no command words
+    words = [a for i, a in enumerate(argv) if not a.startswith("-") and i not in values][:2]
     names = {c.name for c in COMMANDS}
     return next((n for n in (" ".join(words), words[0] if words else "") if n in names), "")
 
@@ -189,6 +193,9 @@ def build_parser(argv:list[str]|None=None # the command line (only its command's
                 ) -> argparse.ArgumentParser:
     "The `lcc_nb` argument parser, one sub-command per row of `COMMANDS`."
     parser = argparse.ArgumentParser(prog="lcc_nb", description="lcc_nb: latent-space research on vision networks.")
+    parser.add_argument("--logging-level", type=str.lower, choices=LOGGING_LEVELS, default=None,
+                        help="level of the Python loggers (lcc_nb's and the libraries'), case insensitive; default: $LOGGING_LEVEL, "
+                             "else logging is left as it is")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups, wanted = {}, _invoked(argv)
     for command in COMMANDS:
@@ -202,10 +209,22 @@ def build_parser(argv:list[str]|None=None # the command line (only its command's
     return parser
 
 # %% ../nbs/18_cli.ipynb #dde859ec
+def set_logging_level(level:str|None # one of LOGGING_LEVELS, any case; None: $LOGGING_LEVEL, and when unset nothing changes
+                     ):
+    "Send the records of the Python loggers at `level` and above to stderr."
+    import logging, os
+    level = level or os.environ.get("LOGGING_LEVEL")
+    if not level: return
+    from lcc_nb.core import check_choice
+    check_choice(level.lower(), LOGGING_LEVELS, "logging level")
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level.upper())
+
 def main(argv:list[str]|None=None):
     "Run the `lcc_nb` command line (`argv` defaults to `sys.argv[1:]`)."
     argv = normalise_flags(sys.argv[1:] if argv is None else list(argv))
     args = build_parser(argv).parse_args(argv)
+    set_logging_level(args.logging_level)
     command = args.command_row
     try: return run_method_command(command, args) if command.roles else load(command.run)(args)
     except LccError as e:

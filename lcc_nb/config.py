@@ -12,11 +12,11 @@ from typing import Any, Iterable
 from .core import LccError, ChoiceError
 
 # %% auto #0
-__all__ = ['KINDS', 'ALIASES', 'SHORT_FLAGS', 'REFERENCE_SCHEDULERS', 'ALIAS_VALUES', 'RECIPES', 'field_help', 'value_kind',
-           'parse_value', 'resolve_aliases', 'config_fields', 'check_unique_names', 'split_settings', 'make_config',
-           'config_dict', 'add_config_arguments', 'normalise_flags', 'given_settings', 'config_from_args', 'Recipe',
-           'register_recipe', 'get_recipe', 'build_configs', 'run_configs', 'notebook_settings', 'check_int',
-           'check_number']
+__all__ = ['KINDS', 'ALIASES', 'SHORT_FLAGS', 'REFERENCE_SCHEDULERS', 'ALIAS_VALUES', 'LUFTMEER_ARCHS', 'RECIPES', 'field_help',
+           'value_kind', 'parse_value', 'resolve_aliases', 'config_fields', 'check_unique_names', 'split_settings',
+           'make_config', 'config_dict', 'add_config_arguments', 'normalise_flags', 'given_settings',
+           'config_from_args', 'Recipe', 'register_recipe', 'get_recipe', 'build_configs', 'run_configs',
+           'notebook_settings', 'check_int', 'check_number']
 
 # %% ../nbs/00b_config.ipynb #551c9862
 _FIELD_COMMENT = re.compile(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+?)\s*$", re.M)
@@ -96,7 +96,17 @@ ALIASES:dict[str, str] = {   # alias → the one name of the setting
     "ce_weight": "loss_weight", "lcc_ccspc": "lcc_samples_per_community", "lcc_clst_method": "lcc_clustering",
     "feature_batch_size": "eval_batch_size", "lr_scheduler": "scheduler", "lr_gamma": "gamma", "lr_step": "step_size",
     "lr_steps": "milestones", "eta_min": "min_lr", "warmup": "warmup_epochs", "save_dir": "out_dir",
-    "split": "train_split", "bf16": "precision", "amp_dtype": "precision",
+    "split": "train_split", "bf16": "precision", "amp_dtype": "precision", "save": "every_epoch", "wandb": "loggers",
+    # luftmeer/DeepCluster's main.py (and facebookresearch/deepcluster's --nmb_cluster)
+    "num_classes": "k", "nmb_cluster": "k", "input_dim": "in_chans", "ds_train": "train_split", "ds_split": "train_split",
+    "beta1": "momentum", "reassign_optimizer_tl": "reassign_top_optimizer", "optimizer_tl": "top_optimizer", "lr_tl": "top_lr",
+    "momentum_tl": "top_momentum", "beta1_tl": "top_momentum", "beta2_tl": "top_beta2", "weight_decay_tl": "top_weight_decay",
+    "loss_fn": "pseudo_label_loss", "pca_reduction": "pca_dim", "pca_whitening": "whiten", "reassign_clustering": "fixed_kmeans_seed",
+    "requires_grad": "input_requires_grad", "contrastive_strategy_1": "contrastive", "contrastive_strategy_2": "contrastive",
+    "metrics_dir": "out_dir", "verbose": "progress", "augmentation_resize": "resize", "augmentation_random_crop": "random_crop",
+    "augmentation_random_rotation": "rotation", "augmentation_random_horizontal_flip": "view_hflip",
+    "augmentation_random_vertical_flip": "vflip", "augmentation_color_jitter": "color_jitter",
+    "augmentation_random_autocontrast": "autocontrast", "augmentation_random_equalize": "equalize",
 }
 SHORT_FLAGS:dict[str, list[str]] = {   # field → the reference CLIs' short flags
     "lcc_submodules": ["-ls"], "lcc_weight": ["-lw"], "lcc_interval": ["-li"], "lcc_warmup": ["-lm"], "lcc_k": ["-k"],
@@ -112,7 +122,20 @@ ALIAS_VALUES:dict[str, Any] = {   # alias → function turning the alias's value
     "warmup": lambda on: 2 if on is True else 0 if on is False else on,   # LLB's --warmup: linear warm-up over 2 epochs
     "bf16": lambda on: "bf16" if on is True else "32" if on is False else on,   # the LLC CLI's --bf16
     "amp_dtype": lambda dtype: {"torch.bfloat16": "bf16", "bfloat16": "bf16", "None": "32"}.get(str(dtype), dtype),   # estimate_llc(amp_dtype=...)
+    "wandb": lambda on: "csv,jsonl,wandb" if on is True else "auto" if on is False else on,   # LLB's --wandb
+    # luftmeer/DeepCluster's main.py: value spellings and store_true / store_false flags
+    "arch": lambda name: LUFTMEER_ARCHS.get(name, name),   # --arch AlexNet → lcc/alexnet_bn
+    "input_dim": lambda d: None if d in (2, "2") else int(d),   # 2 = after luftmeer's Sobel: the dataset's channels here (lcc_nb's Sobel front end makes its own)
+    "ds_train": lambda on: "train" if on is True else "test" if on is False else on,   # without --ds_train luftmeer loads the test split
+    "optimizer_tl": lambda name: name.lower(),
+    "loss_fn": lambda name: {"crossentropy": "cross_entropy"}.get(name.lower(), name.lower()),
+    "reassign_clustering": lambda on: False if isinstance(on, bool) else on,   # luftmeer draws a fresh faiss seed every clustering either way
+    "requires_grad": lambda on: (not on) if isinstance(on, bool) else on,   # luftmeer's --requires_grad is store_false: given → off
+    "contrastive_strategy_1": lambda on: "margin" if on is True else "none" if on is False else on,
+    "contrastive_strategy_2": lambda on: "two_views" if on is True else "none" if on is False else on,
 }
+LUFTMEER_ARCHS = {"AlexNet": "lcc/alexnet_bn", "VGG16": "lcc/vgg16", "FeedForward": "lcc/feedforward", "ResNet18": "lcc/resnet18",
+                  "ResNet34": "lcc/resnet34", "ResNet50": "lcc/resnet50", "ResNet101": "lcc/resnet101", "ResNet152": "lcc/resnet152"}
 
 # %% ../nbs/00b_config.ipynb #4c022b25
 def resolve_aliases(settings:dict, # {name or alias: value}
@@ -228,7 +251,9 @@ def add_config_arguments(parser:argparse.ArgumentParser, # the (sub-)command par
         group.add_argument(*flags, **_option_spec(f, defaults.get(f.name, _default(f)), helps.get(f.name, "")))
         for alias, flag in _converting_aliases(f.name, taken | set(flags)):
             convert = ALIAS_VALUES[alias]
-            group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=argparse.SUPPRESS, nargs="?", const=True,
+            try: const = convert(True)   # the flag given without a value (argparse does not convert `const`)
+            except (AttributeError, TypeError, ValueError): const = True
+            group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=argparse.SUPPRESS, nargs="?", const=const,
                                type=lambda t, convert=convert: convert(parse_value(t, "bool|str")))
             flags.append(flag)
         taken.update(flags)
@@ -262,7 +287,7 @@ class Recipe:
 
 RECIPES:dict[str, dict[str, Recipe]] = {}
 
-def register_recipe(method:str, name:str, description:str, **settings) -> Recipe:
+def register_recipe(method:str, name:str, description:str, /, **settings) -> Recipe:
     "Register (or replace) the recipe `name` of `method`."
     recipe = Recipe(method, name, description, resolve_aliases(settings))
     RECIPES.setdefault(method, {})[name] = recipe

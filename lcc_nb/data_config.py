@@ -12,16 +12,33 @@ PREPROCESSING = ("auto", "model", "dataset")
 from .config import check_int, check_number
 
 # %% auto #0
-__all__ = ['PREPROCESSING', 'DataConfig']
+__all__ = ['PREPROCESSING', 'PRESET_PREFIX', 'SPLIT_PRESETS', 'DataConfig']
+
+# %% ../nbs/01a_data_config.ipynb #f3172e1d
+PRESET_PREFIX = "PRESET:"
+_HOLD_OUT = dict(train_split="train[:80%]", val_split="train[80%:]")   # the last 20% of the training split validates
+SPLIT_PRESETS:dict[str, dict] = {   # PRESET:<name> → DataConfig settings: altaris/lcc's lcc/datasets/preset.py, and digits
+    "cats_vs_dogs": dict(dataset="hf:microsoft/cats_vs_dogs", **_HOLD_OUT, test_split="", label_key="labels"),   # the original tests on "train", which it trained on
+    "cifar10": dict(dataset="cifar10", **_HOLD_OUT, test_split="test"),   # the hub's cifar10, read by the local preset
+    "cifar100": dict(dataset="cifar100", **_HOLD_OUT, test_split="test"),   # labels: fine_label, the local preset's
+    "eurosat-rgb": dict(dataset="hf:timm/eurosat-rgb", train_split="train", val_split="validation", test_split="test", label_key="label"),
+    "fashion_mnist": dict(dataset="fashion_mnist", **_HOLD_OUT, test_split="test"),
+    "food101": dict(dataset="hf:ethz/food101", **_HOLD_OUT, test_split="validation", label_key="label"),
+    "imagenet-1k": dict(dataset="hf:ILSVRC/imagenet-1k", **_HOLD_OUT, test_split="validation", label_key="label"),
+    "mnist": dict(dataset="mnist", **_HOLD_OUT, test_split="test"),
+    "oxford-iiit-pet": dict(dataset="hf:timm/oxford-iiit-pet", **_HOLD_OUT, test_split="test", label_key="label"),
+    "resisc45": dict(dataset="hf:timm/resisc45", train_split="train", val_split="validation", test_split="test", label_key="label"),
+    "digits": dict(dataset="digits", **_HOLD_OUT, test_split="test"),   # lcc_nb's offline stand-in, held out like cifar100
+}
 
 # %% ../nbs/01a_data_config.ipynb #f6f71ac0
 @dataclass
 class DataConfig:
     "The dataset of a run: preset, splits, location and image size."
-    dataset:str="digits" # a preset of lcc_nb.data (lcc_nb.data.list_datasets()) or hf:<hub name>
+    dataset:str="digits" # a preset of lcc_nb.data (lcc_nb.data.list_datasets()), hf:<hub name>, or PRESET:<name> (a dataset with its splits, `SPLIT_PRESETS`)
     root:str|None=None # folder of the datasets (default: $LCC_NB_DATA, else data/ in the project, else ~/.cache/lcc_nb/datasets)
     download:bool=False # download the dataset when it is missing
-    train_split:str="train" # split to train on; "a+b" joins splits
+    train_split:str="train" # split to train on; "a+b" joins splits; "train[:80%]" takes a slice
     val_split:str="" # split that picks the best checkpoint; "": hold out val_fraction of the training split (0: none)
     val_fraction:float=0.0 # share of the training split held out for validation when val_split is ""
     test_split:str="test" # split evaluated once at the end with the best weights; "": none
@@ -32,6 +49,7 @@ class DataConfig:
     label_key:str|None=None # label column of an hf: dataset (default: found by name)
 
     def __post_init__(self):
+        if self.dataset.startswith(PRESET_PREFIX): self._apply_preset()
         check_int(self, "image_size", 1, optional=True)
         check_int(self, "in_chans", 1, optional=True)
         check_number(self, "val_fraction", 0.0, 1.0)
@@ -40,3 +58,9 @@ class DataConfig:
         if self.val_split and self.val_fraction: raise LccError(f"give val_split={self.val_split!r} or val_fraction={self.val_fraction}, not both.")
         if self.val_split and self.val_split == self.test_split:
             raise LccError(f"val_split and test_split are both {self.val_split!r}: the best checkpoint would be chosen on the test data.")
+
+    def _apply_preset(self):
+        "Replace `PRESET:<name>` by the preset's dataset, splits and columns (split options given with it are overridden)."
+        name = check_choice(self.dataset[len(PRESET_PREFIX):], list(SPLIT_PRESETS), "dataset preset", "Write PRESET:<name>.")
+        settings = {"val_fraction": 0.0, "image_key": None, "label_key": None, **SPLIT_PRESETS[name]}
+        for key, value in settings.items(): setattr(self, key, value)

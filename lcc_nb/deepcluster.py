@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_deepcluster.ipynb #02054c84
 from __future__ import annotations
-import time, warnings
+import math, time, warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,50 +16,78 @@ from torch import nn
 from .core import LccError, set_seed
 from .config import run_configs
 from .clustering import kmeans, pca, unit_rows
-from .data import DATASET_PRESETS, PseudoLabelled, TwoViews, get_dataset, get_transform
+from .data import DATASET_PRESETS, PseudoLabelled, ToChannels, TwoViews, get_dataset, get_transform
 from .data_config import DataConfig
 from .deepcluster_config import DEEPCLUSTER_ROLES, DeepClusterConfig
 from .distributed import is_distributed, launch, on_main
 from .latents import gather_latents
-from .losses import nt_xent, supcon_loss
-from .metrics import ari, cluster_acc, nmi
+from .losses import margin_contrastive_loss, nt_xent, supcon_loss
+from .metrics import label_scores, nmi
 from .model_config import ModelConfig
+from .preprocessing import ModelDataConfig, model_data_config, model_transform
 from .models import DeepClusterNet, find_head_name, get_model, get_submodule, new_top_layer
 from .train import Plugin, Trainer, TrainResult
 from .train_config import TrainConfig
 
 # %% auto #0
-__all__ = ['deepcluster_transforms', 'preprocess_features', 'cluster_stats', 'collapse_message', 'epoch_seed', 'cluster_features',
-           'uniform_cluster_order', 'detach_head', 'new_head', 'attach_head', 'pseudo_label_loss',
-           'top_layer_optimizer', 'label_metrics', 'deepcluster_loss', 'DeepClusterPlugin', 'build_deepcluster',
-           'final_metrics', 'DeepClusterRun', 'run_deepcluster']
+__all__ = ['view_augmentations', 'SharedCropViews', 'deepcluster_transforms', 'preprocess_features', 'cluster_stats',
+           'collapse_message', 'epoch_seed', 'cluster_features', 'uniform_cluster_order', 'epoch_order', 'detach_head',
+           'new_head', 'attach_head', 'pseudo_label_loss', 'top_layer_optimizer', 'label_metrics', 'deepcluster_loss',
+           'DeepClusterPlugin', 'own_preprocessing', 'build_deepcluster', 'final_metrics', 'DeepClusterRun',
+           'run_deepcluster']
 
 # %% ../nbs/12_deepcluster.ipynb #f35b5ac6
-def _augmentations(config:DeepClusterConfig) -> list:
-    "The random PIL-image augmentations asked for in `config` (applied after the crop)."
-    steps = []
+def view_augmentations(config:DeepClusterConfig) -> list:
+    "The random PIL-image augmentations of strategy 2's views asked for in `config` (luftmeer's `--augmentation_*`)."
+    steps = [T.Resize(config.resize, antialias=True)] if config.resize else []
+    if config.random_crop: steps.append(T.RandomCrop(config.random_crop))
     if config.rotation: steps.append(T.RandomRotation(config.rotation))
-    if config.hflip: steps.append(T.RandomHorizontalFlip())
+    if config.view_hflip: steps.append(T.RandomHorizontalFlip())
     if config.vflip: steps.append(T.RandomVerticalFlip())
-    if config.color_jitter:
-        s = config.color_jitter
-        steps.append(T.RandomApply([T.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5))], p=0.8))
+    if config.color_jitter: steps.append(T.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1))
     if config.autocontrast: steps.append(T.RandomAutocontrast())
     if config.equalize: steps.append(T.RandomEqualize())
     return steps
 
-def deepcluster_transforms(config:DeepClusterConfig, dataset:str, image_size:int, channels:int) -> tuple:
-    "`(eval_transform, train_transform)`: centre crop for the features, augmented crops for training (two views for strategy 2)."
-    preset = DATASET_PRESETS.get(dataset)
-    stats = dict(mean=preset.mean, std=preset.std) if config.normalize and preset is not None else {}
-    eval_tf = get_transform(image_size, channels, **stats)
-    first_tensor_step = next(i for i, t in enumerate(eval_tf.transforms) if isinstance(t, T.ToTensor))
-    resize, to_tensor = eval_tf.transforms[:first_tensor_step], eval_tf.transforms[first_tensor_step:]
-    if config.random_crop:
-        keep = [t for t in resize if not isinstance(t, (T.Resize, T.CenterCrop))]
-        resize = keep + [T.RandomResizedCrop(image_size, scale=(config.min_crop_scale, 1.0), antialias=True)]
-    train_tf = T.Compose(resize + _augmentations(config) + to_tensor)
-    return eval_tf, (TwoViews(train_tf) if config.views == 2 else train_tf)
+class SharedCropViews:
+    "Two views `(view(c), view(c))` of one training crop `c = crop(image)`: strategy 2 as luftmeer has it."
+    def __init__(self, crop, view): self.crop, self.view = crop, view
+    def __call__(self, image):
+        crop = self.crop(image)
+        return self.view(crop), self.view(crop)
+    def __repr__(self): return f"SharedCropViews(crop={self.crop!r}, view={self.view!r})"
+
+def _geometry(config:DeepClusterConfig, dataset:str, image_size:int, channels:int, model:ModelDataConfig|None) -> dict:
+    "Channels, side, resize filter, centre-crop fraction and normalisation of the run's inputs: the model's own, or the dataset's."
+    if model is not None:
+        c, side, _ = model.input_size
+        return dict(channels=c, side=side, mode=T.InterpolationMode(model.interpolation), crop_pct=model.crop_pct, mean=model.mean, std=model.std)
+    preset = DATASET_PRESETS.get(dataset) if config.normalize else None
+    return dict(channels=channels, side=image_size, mode=T.InterpolationMode.BILINEAR, crop_pct=config.crop_pct,
+                mean=preset.mean if preset else None, std=preset.std if preset else None)
+
+def _centre(g:dict) -> list:
+    "Resize the short side to side / crop_pct, then crop the centre (the features' deterministic view)."
+    return [T.Resize(math.floor(g["side"] / g["crop_pct"] + 1e-6), g["mode"], antialias=True), T.CenterCrop(g["side"])]
+
+def deepcluster_transforms(config:DeepClusterConfig, # crops, flips and view augmentations
+                           dataset:str, # the dataset preset (its mean and std)
+                           image_size:int, channels:int, # the side and channels of the inputs
+                           model:ModelDataConfig|None=None # a pretrained model's own preprocessing (replaces all of the above)
+                          ) -> tuple:
+    "`(eval_transform, train_transform)`: centre crops for the features, crops for training (two views for strategy 2)."
+    g = _geometry(config, dataset, image_size, channels, model)
+    tensor = get_transform(channels=g["channels"], mean=g["mean"], std=g["std"]).transforms[1:]   # ToTensor (+ Normalize)
+    front = [ToChannels(g["channels"])]
+    eval_tf = T.Compose(front + _centre(g) + tensor)
+    if model is None and config.crop_pct == 1: eval_tf = get_transform(image_size, channels, mean=g["mean"], std=g["std"])
+    crop = [T.RandomResizedCrop(g["side"], scale=(config.min_crop_scale, 1.0), interpolation=g["mode"], antialias=True)] \
+           if config.random_resized_crop else _centre(g)
+    crop = front + crop + ([T.RandomHorizontalFlip()] if config.hflip else [])
+    if config.views == 1: return eval_tf, T.Compose(crop + tensor)
+    view = view_augmentations(config) + tensor
+    if config.shared_view_crop: return eval_tf, SharedCropViews(T.Compose(crop), T.Compose(view))
+    return eval_tf, TwoViews(T.Compose(crop + view))
 
 # %% ../nbs/12_deepcluster.ipynb #74f92aa4
 def preprocess_features(x:np.ndarray, # features (N, D)
@@ -106,14 +134,15 @@ def epoch_seed(seed:int, epoch:int) -> int:
 def cluster_features(features:np.ndarray, # (N, D) network features
                      config:DeepClusterConfig, # k, PCA and k-means settings
                      seed:int=0, # seed of the run
-                     epoch:int=0 # selects the k-means seed (with reassign_clustering)
+                     epoch:int=0 # selects the k-means seed (unless fixed_kmeans_seed)
                     ) -> tuple[np.ndarray, dict]:
     "`(labels, timings)`: DeepCluster's pseudo-labels of `features` (PCA-whitening-L2, then k-means)."
     t0 = time.perf_counter()
-    x = preprocess_features(features, config.pca_dim, config.whiten, config.l2_normalize, config.pca, config.pca_method)
+    l2 = config.pca if config.l2_normalize is None else config.l2_normalize
+    x = preprocess_features(features, config.pca_dim, config.whiten, l2, config.pca, config.pca_method)
     t1 = time.perf_counter()
-    seed = epoch_seed(seed, epoch if config.reassign_clustering else 0)
-    result = kmeans(x, config.k, niter=config.kmeans_iters, seed=seed, backend=config.clustering)
+    seed = epoch_seed(seed, 0 if config.fixed_kmeans_seed else epoch)
+    result = kmeans(x, config.k, niter=config.kmeans_iters, seed=seed, backend=config.clustering, init=config.kmeans_init)
     return result.labels, {"time_pca_s": t1 - t0, "time_kmeans_s": time.perf_counter() - t1}
 
 # %% ../nbs/12_deepcluster.ipynb #38100ba6
@@ -130,6 +159,14 @@ def uniform_cluster_order(labels:np.ndarray, # pseudo-label of every sample (N,)
     order = np.concatenate([rng.choice(m, per_cluster, replace=len(m) < per_cluster) for m in members])
     rng.shuffle(order)
     return order[:n]
+
+def epoch_order(labels:np.ndarray, # pseudo-label of every sample (N,)
+                sampler:str="uniform", # uniform (`uniform_cluster_order`) | random (a plain permutation)
+                seed:int=0) -> np.ndarray:
+    "The epoch's sample order: as many samples from every cluster, or a plain shuffle (luftmeer with scikit-learn's k-means)."
+    if sampler == "random": return np.random.default_rng(seed).permutation(len(labels))
+    return uniform_cluster_order(labels, seed)
+
 
 # %% ../nbs/12_deepcluster.ipynb #792f2ae1
 def _set_submodule(model:nn.Module, name:str, module:nn.Module):
@@ -175,19 +212,20 @@ def top_layer_optimizer(params, config:DeepClusterConfig) -> torch.optim.Optimiz
     return torch.optim.Adam(params, lr=config.top_lr, betas=(config.top_momentum, config.top_beta2), weight_decay=config.top_weight_decay)
 
 def label_metrics(true_labels:np.ndarray|None, labels:np.ndarray) -> dict:
-    "NMI, ARI and Hungarian ACC of pseudo-labels against the true labels (evaluation only); {} without true labels."
+    "NMI, ARI and ACC of the pseudo-labels on the labelled samples, and how many (`labelled`); 'no labels' (a warning) for an unlabelled split."
     if true_labels is None: return {}
-    return dict(nmi=nmi(true_labels, labels), ari=ari(true_labels, labels), acc=cluster_acc(true_labels, labels))
+    return label_scores(true_labels, labels, "DeepCluster pseudo-labels")
 
 def deepcluster_loss(outputs:dict, # the plug-in's forward: features (V·B, D), logits (V·B, k), views V
                      y:torch.Tensor, # pseudo-labels of the batch (B,)
                      config:DeepClusterConfig) -> tuple[torch.Tensor, dict]:
-    "Pseudo-label loss of every view, plus the contrastive term of strategy 1 (SupCon) or 2 (NT-Xent between views)."
+    "Pseudo-label loss of every view, plus the contrastive term of strategy 1 (margin loss or SupCon) or 2 (NT-Xent between views)."
     views, logits, features = outputs["views"], outputs["logits"], outputs["features"]
     y = y.repeat(views)
     ce = sum(pseudo_label_loss(part, y_part, config.pseudo_label_loss) for part, y_part in zip(logits.chunk(views), y.chunk(views)))
     logs = {"ce": ce.detach(), "pseudo_acc": (logits.detach().argmax(1) == y).float().mean()}
-    if config.contrastive == "supcon": contrastive = supcon_loss(features, y, config.temperature)
+    if config.contrastive == "margin": contrastive = margin_contrastive_loss(features, y, 0.0, config.neg_margin)
+    elif config.contrastive == "supcon": contrastive = supcon_loss(features, y, config.temperature)
     elif config.contrastive == "two_views": contrastive = nt_xent(*features.chunk(2), temperature=config.temperature)
     else: return ce, logs
     logs["contrastive"] = contrastive.detach()
@@ -207,6 +245,7 @@ class DeepClusterPlugin(Plugin):
         self.labels, self.labels_epoch = None, -1     # this epoch's pseudo-labels and the epoch they belong to
         self.head = self.head_optimizer = None
         self.collapses = []                           # epochs whose clustering collapsed
+        self.inputs = "the dataset's statistics"      # the preprocessing of the run's images (set by build_deepcluster)
 
     def setup(self, trainer):
         self.feature_dim, self.head_name = detach_head(trainer.model)
@@ -214,11 +253,8 @@ class DeepClusterPlugin(Plugin):
         if not self.config.remove_head: self.head = new_head(self.feature_dim, self.config.k, self.relu).to(trainer.device)
 
     def features(self, trainer) -> np.ndarray|None:
-        "Features (N, D) of every training image in index order on rank 0 (None on the others); the kept head's outputs without remove_head."
-        if not self.config.remove_head: attach_head(trainer.model, self.head_name, self.head)
-        try: found = gather_latents(trainer, self.eval_data, "")     # "": the network's own output
-        finally:
-            if not self.config.remove_head: detach_head(trainer.model)
+        "Features (N, D) below the top layer of every training image in index order on rank 0 (None on the others)."
+        found = gather_latents(trainer, self.eval_data, "")     # "": the headless network's output
         return None if found.latents is None else found.latents[""]
 
     def cluster(self, trainer, epoch:int) -> tuple[np.ndarray, dict]:
@@ -248,7 +284,7 @@ class DeepClusterPlugin(Plugin):
             self.labels, self.labels_epoch = labels, epoch
             if cfg.remove_head: self.head = new_head(self.feature_dim, cfg.k, self.relu).to(trainer.device)
             trainer.log(logs)
-        order = uniform_cluster_order(self.labels, epoch_seed(self.seed + 1, epoch))
+        order = epoch_order(self.labels, cfg.sampler, epoch_seed(self.seed + 1, epoch))
         trainer.set_train_data(PseudoLabelled(self.train_data, self.labels), sampler=order.tolist())
         self._train_start = time.perf_counter()
 
@@ -261,6 +297,7 @@ class DeepClusterPlugin(Plugin):
         x = batch[0]
         views = len(x) if isinstance(x, (tuple, list)) else 1
         x = torch.cat(list(x)) if views > 1 else x
+        if self.config.input_requires_grad and trainer.training: x = x.detach().requires_grad_()   # luftmeer's default
         features = (trainer.train_model if trainer.training else trainer.model)(x)   # (V·B, D)
         return {"features": features, "logits": self.head(features), "views": views}
 
@@ -283,6 +320,16 @@ class DeepClusterPlugin(Plugin):
             self.head.load_state_dict(state["head"])
 
 # %% ../nbs/12_deepcluster.ipynb #58ead875
+def own_preprocessing(net:nn.Module, # a model of `get_model`
+                      preprocessing:str="auto" # DataConfig.preprocessing: auto | model | dataset
+                     ) -> ModelDataConfig|None:
+    "The model's own preprocessing when the run uses it (`auto`: pretrained weights only), else None (the dataset's)."
+    from lcc_nb.preprocessing import transform_for
+    transform_for(net, preprocessing)                       # validates the choice; an error for "model" without one
+    config = model_data_config(net)
+    use = preprocessing == "model" or (preprocessing == "auto" and config is not None and config.pretrained)
+    return config if use else None
+
 def build_deepcluster(configs:dict # {role: config} of `DEEPCLUSTER_ROLES`, e.g. from `run_configs`
                      ) -> tuple[nn.Module, DeepClusterPlugin, Trainer]:
     "`(model, plugin, trainer)` of a DeepCluster run (nothing trained yet); every generator is seeded first."
@@ -291,18 +338,22 @@ def build_deepcluster(configs:dict # {role: config} of `DEEPCLUSTER_ROLES`, e.g.
     set_seed(train.seed, train.deterministic)
     eval_data = get_dataset(data.dataset, data.train_split, data.root, data.download)
     image_size, channels = data.image_size or eval_data.image_size, data.in_chans or eval_data.channels
-    eval_data.transform, train_tf = deepcluster_transforms(config, data.dataset, image_size, channels)
-    train_data = get_dataset(data.dataset, data.train_split, data.root, data.download, transform=train_tf)
     front = {name: True for name in ("sobel", "grayscale") if getattr(config, name)}
+    own_input = bool(model.pretrained) and not model.model.startswith("lcc/")   # pretrained weights: their input size and channels
     net = get_model(model.model, config.k, pretrained=model.pretrained or False, head_name=model.head_name,
-                    in_chans=channels, image_size=image_size, **front, **model.model_options)
+                    in_chans=None if own_input and not data.in_chans else channels,
+                    image_size=None if own_input and not data.image_size else image_size, **front, **model.model_options)
+    own = own_preprocessing(net, data.preprocessing)
+    eval_data.transform, train_tf = deepcluster_transforms(config, data.dataset, image_size, channels, own)
+    train_data = get_dataset(data.dataset, data.train_split, data.root, data.download, transform=train_tf)
     plugin = DeepClusterPlugin(config, eval_data, train_data, train.seed)
+    plugin.inputs = f"the model's own preprocessing ({own.source})" if own else "the dataset's statistics"
     return net, plugin, Trainer(net, train_data, config=train, plugins=[plugin], record={"method": "deepcluster", "configs": configs})
 
 # %% ../nbs/12_deepcluster.ipynb #deb90769
 def final_metrics(plugin:DeepClusterPlugin, history:list, labels:np.ndarray, logs:dict) -> dict:
     "Final numbers of a run: the last clustering against the true labels and the previous epoch, cluster sizes, collapse."
-    metrics = {k: logs[k] for k in ("nmi", "ari", "acc") if k in logs}
+    metrics = {k: logs[k] for k in ("nmi", "ari", "acc", "labelled") if k in logs}
     metrics.update({f"initial_{k}": history[0][k] for k in ("nmi", "ari", "acc") if history and k in history[0]})
     if plugin.labels is not None: metrics["nmi_prev"] = nmi(plugin.labels, labels)
     metrics.update({k: logs[k] for k in ("clusters_non_empty", "clusters_empty", "largest_cluster_fraction")})
@@ -323,7 +374,7 @@ def _run_deepcluster(configs:dict) -> DeepClusterRun:
     model, plugin, trainer = build_deepcluster(configs)
     result = trainer.fit()
     labels, logs = plugin.cluster(trainer, trainer.config.epochs)
-    metrics = final_metrics(plugin, result.history, labels, logs)
+    metrics = {**final_metrics(plugin, result.history, labels, logs), "inputs": plugin.inputs}
     trainer.write_results(metrics)
     attach_head(model, plugin.head_name, plugin.head)
     return DeepClusterRun(model, plugin, result, labels, metrics, trainer.results)

@@ -8,69 +8,87 @@ from dataclasses import dataclass
 
 from .core import LccError, check_choice
 from .config import check_int, check_number, register_recipe
+from .parity import Behaviour, Original as O, register_parity
 from .data_config import DataConfig
 from .model_config import ModelConfig
 from .train_config import TrainConfig
 
 # %% auto #0
-__all__ = ['CONTRASTIVE', 'PSEUDO_LABEL_LOSSES', 'TOP_OPTIMIZERS', 'KMEANS_BACKENDS', 'DEEPCLUSTER_ROLES', 'DeepClusterConfig']
+__all__ = ['CONTRASTIVE', 'PSEUDO_LABEL_LOSSES', 'TOP_OPTIMIZERS', 'KMEANS_BACKENDS', 'KMEANS_INITS', 'SAMPLERS',
+           'VIEW_AUGMENTATIONS', 'DEEPCLUSTER_ROLES', 'DeepClusterConfig']
 
 # %% ../nbs/12a_deepcluster_config.ipynb #287f0ed5
-CONTRASTIVE = ("none", "supcon", "two_views")
+CONTRASTIVE = ("none", "margin", "supcon", "two_views")
 PSEUDO_LABEL_LOSSES = ("cross_entropy", "mse", "l2", "l1")
 TOP_OPTIMIZERS = ("sgd", "adam")
 KMEANS_BACKENDS = ("auto", "faiss", "sklearn")
+KMEANS_INITS = ("k-means++", "random")   # = lcc_nb.clustering.INITS (kept light: no import)
+SAMPLERS = ("uniform", "random")
+VIEW_AUGMENTATIONS = ("resize", "random_crop", "rotation", "view_hflip", "vflip", "color_jitter", "autocontrast", "equalize")
 
 @dataclass
 class DeepClusterConfig:
     "DeepCluster's own settings, validated on creation."
     k:int = 10 # number of k-means clusters (= outputs of the top layer)
     kmeans_iters:int = 20 # Lloyd iterations of k-means
+    kmeans_init:str = "k-means++" # initial centroids: k-means++ | random (k distinct random points, faiss' way)
     clustering:str = "auto" # k-means backend: auto (faiss when installed, GPU when present) | faiss | sklearn
-    reassign_clustering:bool = True # a fresh k-means seed every epoch; off: the same seed every epoch
+    fixed_kmeans_seed:bool = False # the same k-means seed every epoch; off: a fresh seed each epoch
     pca:bool = True # reduce the features with PCA before k-means
     pca_method:str = "auto" # PCA backend: auto | faiss | sklearn
     pca_dim:int = 256 # PCA components (capped by the feature dimension and the number of samples)
     whiten:bool = True # whiten the PCA components (unit variance)
-    l2_normalize:bool = True # L2-normalise the rows before k-means
-    remove_head:bool = True # the original: cluster the features below the top layer and re-initialise it every epoch; off: cluster the top layer's outputs and keep it
+    l2_normalize:bool|None = True # L2-normalise the rows before k-means; None: only after PCA (luftmeer)
+    remove_head:bool = True # a fresh top layer every epoch; off: keep training the same one (k-means always clusters the features below it)
     top_optimizer:str = "sgd" # optimizer of the top layer: sgd | adam
     top_lr:float = 0.05 # learning rate of the top layer
-    top_momentum:float = 0.0 # SGD momentum / Adam beta1 of the top layer (the original uses plain SGD)
+    top_momentum:float = 0.0 # SGD momentum / Adam beta1 of the top layer
     top_beta2:float = 0.999 # Adam beta2 of the top layer
     top_weight_decay:float = 1e-5 # weight decay of the top layer
     reassign_top_optimizer:bool = True # a fresh top-layer optimizer every epoch; off: carry its state (momentum) over
     pseudo_label_loss:str = "cross_entropy" # loss on the pseudo-labels: cross_entropy | mse (= l2) | l1 (on softmax vs one-hot)
-    contrastive:str = "none" # none | supcon (strategy 1: CE + SupCon on features and pseudo-labels) | two_views (strategy 2: CE per view + NT-Xent)
+    contrastive:str = "none" # none | margin or supcon (strategy 1: + that loss on features and pseudo-labels) | two_views (strategy 2: CE per view + NT-Xent)
     contrastive_weight:float = 1.0 # weight of the contrastive term
-    temperature:float = 0.5 # temperature of the contrastive losses
+    temperature:float = 0.5 # temperature of SupCon and NT-Xent
+    neg_margin:float = 1.0 # margin loss: features of different pseudo-labels are pushed this far apart (same ones to 0)
+    sampler:str = "uniform" # order of each epoch: uniform (as many samples from every cluster) | random (a plain shuffle)
+    input_requires_grad:bool = False # track gradients of the input images too (luftmeer's default; costs time, changes no weight)
+    param_requires_grad:bool = False # luftmeer's --param_requires_grad: the main optimizer gets only trainable parameters (it always does here)
     collapse_fraction:float = 0.5 # report collapse when the largest cluster holds more than this fraction of the samples
     collapse_min_clusters:int = 2 # report collapse when fewer clusters than this are non-empty
     metrics:bool = True # NMI/ARI/ACC of the pseudo-labels against the true labels each epoch (evaluation only)
-    normalize:bool = True # normalise with the dataset preset's mean and std
-    random_crop:bool = True # training augmentation: random resized crop (centre crop when off)
+    normalize:bool = True # normalise with the dataset preset's mean and std (a pretrained model's own when it has them)
+    crop_pct:float = 1.0 # features: resize the short side to image_size / crop_pct, then crop the centre (224/256 in both originals)
+    random_resized_crop:bool = True # every training image: random resized crop (centre crop when off)
     min_crop_scale:float = 0.08 # smallest area fraction of the random resized crop
-    rotation:float = 0.0 # training augmentation: random rotation up to ± this many degrees
-    hflip:bool = True # training augmentation: random horizontal flips
-    vflip:bool = False # training augmentation: random vertical flips
-    color_jitter:float = 0.0 # training augmentation: colour-jitter strength s (brightness/contrast/saturation 0.8s, hue 0.2s, p=0.8)
-    autocontrast:bool = False # training augmentation: random autocontrast (p=0.5)
-    equalize:bool = False # training augmentation: random histogram equalisation (p=0.5)
+    hflip:bool = True # every training image: random horizontal flip
+    resize:int|None = None # strategy-2 views: resize the short side to this
+    random_crop:int|None = None # strategy-2 views: RandomCrop of this side
+    rotation:float = 0.0 # strategy-2 views: random rotation up to ± this many degrees
+    view_hflip:bool = False # strategy-2 views: random horizontal flip
+    vflip:bool = False # strategy-2 views: random vertical flip
+    color_jitter:bool = False # strategy-2 views: ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1), always applied
+    autocontrast:bool = False # strategy-2 views: random autocontrast (p=0.5)
+    equalize:bool = False # strategy-2 views: random histogram equalisation (p=0.5)
+    shared_view_crop:bool = False # strategy 2: both views augment one training crop; off: each view gets its own crop
     sobel:bool = False # frozen grayscale + Sobel front end (lcc/ DeepCluster architectures)
     grayscale:bool = False # frozen grayscale front end (lcc/ DeepCluster architectures)
 
     def __post_init__(self):
-        check_choice(self.contrastive, CONTRASTIVE, "contrastive", "none | supcon (strategy 1) | two_views (strategy 2)")
-        check_choice(self.pseudo_label_loss, PSEUDO_LABEL_LOSSES, "pseudo_label_loss")
-        check_choice(self.top_optimizer, TOP_OPTIMIZERS, "top_optimizer")
-        check_choice(self.clustering, KMEANS_BACKENDS, "clustering backend")
-        check_choice(self.pca_method, KMEANS_BACKENDS, "pca_method")
+        check_choice(self.contrastive, CONTRASTIVE, "contrastive", "none | margin or supcon (strategy 1) | two_views (strategy 2)")
+        for value, choices, what in [(self.pseudo_label_loss, PSEUDO_LABEL_LOSSES, "pseudo_label_loss"), (self.top_optimizer, TOP_OPTIMIZERS, "top_optimizer"),
+                                     (self.clustering, KMEANS_BACKENDS, "clustering backend"), (self.pca_method, KMEANS_BACKENDS, "pca_method"),
+                                     (self.kmeans_init, KMEANS_INITS, "kmeans_init"), (self.sampler, SAMPLERS, "sampler")]: check_choice(value, choices, what)
         for name in ("k", "kmeans_iters", "pca_dim", "collapse_min_clusters"): check_int(self, name, 1)
+        for name in ("resize", "random_crop"): check_int(self, name, 1, optional=True)
         if self.k < 2: raise LccError(f"k={self.k}: DeepCluster needs at least 2 clusters.")
-        for name in ("top_lr", "top_weight_decay", "contrastive_weight", "rotation", "color_jitter"): check_number(self, name, 0.0)
+        for name in ("top_lr", "top_weight_decay", "contrastive_weight", "rotation", "neg_margin"): check_number(self, name, 0.0)
         check_number(self, "temperature", 0.0, strict=True)
-        for name in ("collapse_fraction", "min_crop_scale"): check_number(self, name, 0.0, 1.0, strict=True)
+        for name in ("collapse_fraction", "min_crop_scale", "crop_pct"): check_number(self, name, 0.0, 1.0, strict=True)
         if self.sobel and self.grayscale: raise LccError("sobel already converts to grayscale; set only one of sobel, grayscale.")
+        given = [n for n in VIEW_AUGMENTATIONS if getattr(self, n)]
+        if given and self.views == 1:
+            raise LccError(f"{', '.join(given)}: augmentations of strategy 2's views; set contrastive='two_views' or leave them off.")
 
     @property
     def views(self) -> int: return 2 if self.contrastive == "two_views" else 1
@@ -79,7 +97,113 @@ class DeepClusterConfig:
 DEEPCLUSTER_ROLES = {"config": DeepClusterConfig, "train": TrainConfig, "data": DataConfig, "model": ModelConfig}
 
 # %% ../nbs/12a_deepcluster_config.ipynb #4e412cf4
-register_recipe("deepcluster", "default", "luftmeer/DeepCluster's settings: lcc/alexnet_bn, 10 epochs of SGD "
-                "(lr 0.05, momentum 0.9, weight decay 1e-5), batches of 256; the plug-in provides the whole loss.",
+register_recipe("deepcluster", "default", "lcc_nb's DeepCluster: lcc/alexnet_bn, 10 epochs of SGD (lr 0.05, momentum 0.9, "
+                "weight decay 1e-5) on batches of 256; PCA 256 + whitening + L2, k-means++, a fresh top layer and top-layer "
+                "optimizer every epoch; the plug-in provides the whole loss.",
                 model="lcc/alexnet_bn", epochs=10, batch_size=256, optimizer="sgd", lr=0.05, momentum=0.9,
-                weight_decay=1e-5, loss=None);
+                weight_decay=1e-5, loss=None)
+
+_LUFTMEER = dict(model="lcc/alexnet_bn", epochs=100, batch_size=256, optimizer="sgd", lr=0.05, momentum=0.9, beta2=0.999,
+                 weight_decay=1e-5, loss=None, train_split="test", image_size=224, crop_pct=224 / 256, k=10, kmeans_iters=20,
+                 kmeans_init="random", pca=False, pca_dim=256, whiten=False, l2_normalize=None, remove_head=False,
+                 top_optimizer="sgd", top_lr=0.05, top_momentum=0.9, top_beta2=0.999, top_weight_decay=1e-5,
+                 reassign_top_optimizer=False, input_requires_grad=True, shared_view_crop=True)
+register_recipe("deepcluster", "reference", "luftmeer/DeepCluster's main.py defaults: AlexNet-BN on 224-px centre crops "
+                "(resize 256), 100 epochs of SGD, no PCA, k-means from random points, the top layer kept and trained "
+                "with momentum, the test split of torchvision's MNIST-like sets; strategy 1 is the margin loss.", **_LUFTMEER)
+
+register_recipe("deepcluster", "facebook", "facebookresearch/deepcluster's main.py defaults with main.sh's --sobel: "
+                "AlexNet-BN, k=10000, 200 epochs of SGD (lr 0.05, momentum 0.9, weight decay 1e-5), seed 31, PCA 256 + "
+                "whitening + L2, k-means from random points, a fresh top layer with plain SGD every epoch.",
+                model="lcc/alexnet_bn", epochs=200, batch_size=256, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-5,
+                loss=None, seed=31, image_size=224, crop_pct=224 / 256, k=10000, kmeans_init="random", sobel=True);
+
+# %% ../nbs/12a_deepcluster_config.ipynb #fd13c688
+_L = "luftmeer/DeepCluster "
+_FAISS = "faiss when installed (an optional extra of lcc_nb), else scikit-learn: the same algorithm, so the recipe also runs without faiss"
+_SEEDED = "runs are always seeded here, so that a run can be repeated"
+register_parity("deepcluster", "reference", "luftmeer/DeepCluster", DEEPCLUSTER_ROLES,
+    model=O("lcc/alexnet_bn", "main.py --arch AlexNet (deepcluster/models/AlexNet.py: BatchNorm after every convolution)"),
+    dataset=O("mnist", "main.py --dataset MNIST", why="the offline default is digits; give dataset='mnist' where MNIST is downloaded"),
+    train_split=O("test", "main.py --ds_train (store_true): without it torchvision's MNIST/CIFAR10/... load train=False"),
+    image_size=O(224, "deepcluster/utils/datasets.py BASE_TRANSFORM: Resize(256), CenterCrop(224)"),
+    crop_pct=O(224 / 256, "deepcluster/utils/datasets.py BASE_TRANSFORM: Resize(256), CenterCrop(224)"),
+    normalize=O(True, "deepcluster/utils/datasets.py NORMALIZATION[dataset]"),
+    epochs=O(100, "main.py --epochs"), batch_size=O(256, "main.py --batch_size"), optimizer=O("sgd", "main.py --optimizer SGD"),
+    lr=O(0.05, "main.py --lr"), momentum=O(0.9, "main.py --momentum (and --beta1 for Adam)"), beta2=O(0.999, "main.py --beta2"),
+    weight_decay=O(1e-5, "main.py --weight_decay"), scheduler=O("none", "main.py: no learning-rate schedule"),
+    seed=O(None, "main.py --seed (default None: unseeded)", why=_SEEDED),
+    k=O(10, "main.py --num_classes"), kmeans_iters=O(20, "deepcluster/utils/faiss_kmeans.py run_kmeans: clus.niter = 20"),
+    kmeans_init=O("random", "faiss.Clustering (run_kmeans): initial centroids are random training points"),
+    clustering=O("faiss", "main.py --clustering", why=_FAISS),
+    fixed_kmeans_seed=O(False, "faiss_kmeans.run_kmeans: clus.seed = np.random.randint(1234) at every call; --reassign_clustering only rebuilds the k-means object"),
+    pca=O(False, "main.py --pca (store_true)"), pca_method=O("faiss", "main.py --pca_method", why=_FAISS),
+    pca_dim=O(256, "main.py --pca_reduction"), whiten=O(False, "main.py --pca_whitening (store_true)"),
+    l2_normalize=O(None, "deepcluster.py pca_reduction: rows are L2-normalised after the PCA, and only there"),
+    remove_head=O(False, "main.py --remove_head (store_true)"), top_optimizer=O("sgd", "main.py --optimizer_tl"),
+    top_lr=O(0.05, "main.py --lr_tl"), top_momentum=O(0.9, "main.py --momentum_tl (--beta1_tl for Adam)"),
+    top_beta2=O(0.999, "main.py --beta2_tl"), top_weight_decay=O(1e-5, "main.py --weight_decay_tl"),
+    reassign_top_optimizer=O(False, "main.py --reassign_optimizer_tl (store_true)"),
+    pseudo_label_loss=O("cross_entropy", "main.py --loss_fn CrossEntropy"),
+    contrastive=O("none", "main.py --contrastive_strategy_1 / --contrastive_strategy_2 (store_true)"),
+    contrastive_weight=O(1.0, "deepcluster.py: loss = deep_cluster_loss + contrastive_loss"),
+    temperature=O(0.5, "deepcluster.py: NTXentLoss(temperature=0.5)"),
+    neg_margin=O(1.0, "deepcluster.py: pytorch-metric-learning ContrastiveLoss() (pos_margin 0, neg_margin 1)"),
+    sampler=O("uniform", "deepcluster.py fit: UnifLabelSampler with --clustering faiss (RandomSampler with sklearn)"),
+    input_requires_grad=O(True, "main.py --requires_grad (store_false: on unless given)"),
+    param_requires_grad=O(False, "main.py --param_requires_grad (store_true)"),
+    random_resized_crop=O(True, "deepcluster/utils/datasets.py BASE_CA_TRANSFORM: RandomResizedCrop(224) on every training image"),
+    min_crop_scale=O(0.08, "RandomResizedCrop's default scale (0.08, 1)"),
+    hflip=O(True, "deepcluster/utils/datasets.py BASE_CA_TRANSFORM: RandomHorizontalFlip"),
+    resize=O(None, "main.py --augmentation_resize"), random_crop=O(None, "main.py --augmentation_random_crop"),
+    rotation=O(0.0, "main.py --augmentation_random_rotation"), view_hflip=O(False, "main.py --augmentation_random_horizontal_flip"),
+    vflip=O(False, "main.py --augmentation_random_vertical_flip"), color_jitter=O(False, "main.py --augmentation_color_jitter"),
+    autocontrast=O(False, "main.py --augmentation_random_autocontrast"), equalize=O(False, "main.py --augmentation_random_equalize"),
+    shared_view_crop=O(True, "deepcluster.py train_contrastive_strategy_2: both views are augmentation_fn of the one loaded crop"),
+    sobel=O(False, "main.py --sobel (store_true)"), grayscale=O(False, "main.py --grayscale (store_true)"),
+    behaviours={
+        "training crops": Behaviour("ToPILImage of the normalised 224-px tensor (values outside [0, 1] wrap around), RandomResizedCrop of that, then normalised a second time",
+                                    "the random resized crop of the image itself, normalised once", "a bug: the training images differ from the clustered ones"),
+        "strategy-2 views": Behaviour("augmentation_fn on ToPILImage of the normalised training tensor, ending in ToTensor without normalisation",
+                                      "the view augmentations on the training crop, then normalised like every image", "the same bug; unnormalised views"),
+        "top layer, remove_head off": Behaviour("the top layer is stepped by both optimizers (the main one holds model.parameters(), top layer included)",
+                                                "only the top-layer optimizer updates it", "a double update with two momenta, not a setting"),
+        "top layer, remove_head on": Behaviour("without --reassign_optimizer_tl both optimizers keep the removed layer's parameters: the new top layer is never trained",
+                                               "the new top layer is trained by its optimizer (state carried over when reassign_top_optimizer is off)", "a bug"),
+        "Sobel / grayscale": Behaviour("`parameter.require_grad = False` (a typo): the filters are trained", "frozen", "a bug; the original DeepCluster freezes them"),
+        "STL-10 metrics": Behaviour("NMI against labels all 0 for STL-10 (even its labelled splits)", "the true labels; 'no labels' for an unlabelled split",
+                                    "a bug: NMI 0 reads as a result"),
+        "--clustering sklearn": Behaviour("also switches to scikit-learn's KMeans (k-means++, 300 iterations) and a plain RandomSampler",
+                                          "only the backend; kmeans_init, kmeans_iters and sampler are their own settings", "one option, one meaning"),
+        "strategy 2 batches": Behaviour("drop_last=True under strategy 2 only", "TrainConfig.drop_last (False) for every strategy", "one setting; give drop_last=True to match"),
+    })
+
+register_parity("deepcluster", "facebook", "facebookresearch/deepcluster", DEEPCLUSTER_ROLES,
+    model=O("lcc/alexnet_bn", "main.py --arch alexnet (models/alexnet.py: BatchNorm after every convolution)"),
+    dataset=O("imagenet", "main.sh DIR: ImageNet's train folder", why="ImageNet is not offline; the default is digits"),
+    train_split=O("train", "main.sh DIR: ImageNet's train folder"),
+    image_size=O(224, "main.py: Resize(256), CenterCrop(224)"), crop_pct=O(224 / 256, "main.py: Resize(256), CenterCrop(224)"),
+    sobel=O(True, "main.sh --sobel"), k=O(10000, "main.py --nmb_cluster / --k"), epochs=O(200, "main.py --epochs"),
+    batch_size=O(256, "main.py --batch"), optimizer=O("sgd", "main.py: torch.optim.SGD"), lr=O(0.05, "main.py --lr"),
+    momentum=O(0.9, "main.py --momentum"), weight_decay=O(1e-5, "main.py --wd -5 (10**wd)"), seed=O(31, "main.py --seed"),
+    scheduler=O("none", "main.py: no learning-rate schedule"),
+    pca=O(True, "clustering.py preprocess_features"), pca_dim=O(256, "clustering.py Kmeans.cluster: preprocess_features(data)"),
+    whiten=O(True, "clustering.py preprocess_features: PCAMatrix(eigen_power=-0.5)"),
+    l2_normalize=O(True, "clustering.py preprocess_features: row L2 normalisation"),
+    pca_method=O("faiss", "clustering.py: faiss.PCAMatrix", why=_FAISS), clustering=O("faiss", "clustering.py run_kmeans", why=_FAISS),
+    kmeans_iters=O(20, "clustering.py run_kmeans: clus.niter = 20"),
+    kmeans_init=O("random", "faiss.Clustering: initial centroids are random training points"),
+    fixed_kmeans_seed=O(False, "clustering.py run_kmeans: clus.seed = np.random.randint(1234) at every call"),
+    remove_head=O(True, "main.py: model.top_layer = None, then a new nn.Linear every epoch"),
+    top_optimizer=O("sgd", "main.py train: optimizer_tl = torch.optim.SGD"), top_lr=O(0.05, "main.py train: lr=args.lr"),
+    top_momentum=O(0.0, "main.py train: no momentum for optimizer_tl"), top_weight_decay=O(1e-5, "main.py train: weight_decay=10**args.wd"),
+    reassign_top_optimizer=O(True, "main.py train: optimizer_tl is created at every call"),
+    pseudo_label_loss=O("cross_entropy", "main.py: nn.CrossEntropyLoss"), contrastive=O("none", "no contrastive term"),
+    sampler=O("uniform", "util.py UnifLabelSampler(int(args.reassign * N)), --reassign 1"),
+    random_resized_crop=O(True, "clustering.py cluster_assign: RandomResizedCrop(224)"),
+    min_crop_scale=O(0.08, "RandomResizedCrop's default scale (0.08, 1)"), hflip=O(True, "clustering.py cluster_assign: RandomHorizontalFlip"),
+    input_requires_grad=O(False, "main.py: inputs without gradients"),
+    behaviours={
+        "normalisation": Behaviour("ImageNet's mean and std for every dataset", "the dataset preset's mean and std", "the same on ImageNet, the right ones elsewhere"),
+        "resume": Behaviour("deletes top_layer keys from the checkpoint while iterating over it", "the run resumes with its pseudo-labels and head from the checkpoint", "a bug (and a fresh head would lose the epoch's state)"),
+    })

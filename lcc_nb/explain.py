@@ -16,10 +16,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .core import LccError, check_choice, get_device
+from .preprocessing import model_data_config
 
 # %% auto #0
-__all__ = ['SEGMENTATIONS', 'grid_segments', 'segmenter', 'image_to_array', 'Explanation', 'explain_output', 'explain_class',
-           'head_scores', 'explain_feature_head', 'TopActivations', 'top_activating']
+__all__ = ['SEGMENTATIONS', 'grid_segments', 'segmenter', 'image_to_array', 'model_normalisation', 'Explanation',
+           'explain_output', 'explain_class', 'head_scores', 'explain_feature_head', 'TopActivations', 'top_activating']
 
 # %% ../nbs/14_explain.ipynb #21d861e1
 SEGMENTATIONS = ("grid", "slic", "quickshift")
@@ -63,6 +64,13 @@ def _eval_mode(model:torch.nn.Module):
     model.eval()
     try: yield model
     finally: model.train(was_training)
+
+def model_normalisation(model:torch.nn.Module) -> Callable|None:
+    "The normalisation a model with pretrained weights expects of a batch in [0, 1] (from its `data_config`); None for other models."
+    config = model_data_config(model)
+    if config is None or not config.pretrained: return None
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in (config.mean, config.std))
+    return lambda x: (x - mean.to(x.device)) / std.to(x.device)
 
 def _predict_fn(model, channels:int, output:Callable, preprocess:Callable|None, device, batch_size:int=256):
     "LIME's `classifier_fn`: `(N, H, W, 3)` images → `output(model(x))` as a numpy array."
@@ -114,10 +122,11 @@ def explain_output(model:torch.nn.Module, # any model mapping (B, C, H, W) image
                    n_segments:int=16, # for a named segmentation
                    num_features:int=5, # at most this many positive segments form the mask
                    hide_color:float=0.0, # the value of a switched-off segment
-                   preprocess:Callable|None=None, # applied to the model input batch (e.g. normalisation)
+                   preprocess:Callable|str|None="auto", # applied to the model input batch; "auto": the normalisation of a pretrained model
                    seed:int=0) -> Explanation: # on the model's device
     "LIME explanation of column `label` of `output(model(x))` on `image`."
     segment_fn = segmentation if callable(segmentation) else segmenter(segmentation, n_segments)
+    if isinstance(preprocess, str): preprocess = model_normalisation(model) if check_choice(preprocess, ("auto",), "preprocess") else None
     array = image_to_array(image)
     shape = tuple(image.shape)
     channels = 1 if len(shape) == 2 or shape[0] == 1 else 3

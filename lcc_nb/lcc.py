@@ -5,7 +5,7 @@
 # %% ../nbs/10_lcc.ipynb #2ebd0932
 from __future__ import annotations
 import math, time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from .train_config import TrainConfig
 
 # %% auto #0
 __all__ = ['LatentClusters', 'cluster_latents', 'CorrectionTargets', 'correction_targets', 'lcc_distances', 'lcc_loss',
-           'LCCPlugin', 'LCCRun', 'run_lcc']
+           'LCCPlugin', 'hub_model_name', 'LCCRun', 'run_lcc']
 
 # %% ../nbs/10_lcc.ipynb #20154c32
 @dataclass
@@ -86,7 +86,8 @@ def correction_targets(x, # latents of the whole training set (N, D), row i = sa
                        loss:str="exact", # "exact": every CC latent; "randomized": `samples_per_community` drawn per community, k = 1
                        samples_per_community:int=100, # CC samples kept per community by the randomized loss
                        seed:int=0, # seed of the randomized draw
-                       device=None # where the targets live (the training device)
+                       device=None, # where the targets live (the training device)
+                       with_replacement:bool=False # randomized: draw `samples_per_community` with replacement, keep the distinct ones
                       ) -> CorrectionTargets:
     "Freeze the CC latents of every matched community as the targets of the MC samples of its class."
     check_choice(loss, LCC_LOSSES, "LCC loss")
@@ -94,8 +95,8 @@ def correction_targets(x, # latents of the whole training set (N, D), row i = sa
     x, rng, by_class = np.asarray(x, dtype=np.float32).reshape(len(x), -1), np.random.default_rng(seed), {}
     for cluster, cls in sorted(clusters.cluster_to_class.items()):
         members = np.flatnonzero((clusters.y_cluster == cluster) & ~clusters.misclustered)
-        if loss == "randomized" and len(members) > samples_per_community:
-            members = np.sort(rng.choice(members, samples_per_community, replace=False))
+        if loss == "randomized" and len(members) and (with_replacement or len(members) > samples_per_community):
+            members = np.unique(rng.choice(members, samples_per_community, replace=with_replacement))
         if len(members): by_class.setdefault(cls, []).append(torch.as_tensor(x[members], device=device))
     return CorrectionTargets(torch.as_tensor(clusters.misclustered, device=device), by_class, 1 if loss == "randomized" else k)
 
@@ -155,7 +156,8 @@ class LCCPlugin(Plugin):
         c = self.config
         clusters = cluster_latents(x, y_true, c.lcc_k, c.lcc_clustering, self.seed, c.lcc_pca_dim)
         start = time.perf_counter()
-        targets = correction_targets(x, clusters, c.lcc_k, c.lcc_loss, c.lcc_samples_per_community, self.seed + epoch) if c.lcc_weight > 0 else None
+        targets = correction_targets(x, clusters, c.lcc_k, c.lcc_loss, c.lcc_samples_per_community, self.seed + epoch,
+                                     with_replacement=c.lcc_draw_with_replacement) if c.lcc_weight > 0 else None
         return clusters, targets, {**clusters.timings, "targets": time.perf_counter() - start}
 
     def on_epoch_start(self, trainer):
@@ -192,6 +194,10 @@ class LCCPlugin(Plugin):
         self._latents = {}
         return self.config.lcc_weight * value, {"lcc_loss": value.detach()}
 
+    def base_weight(self, trainer, weight:float) -> float:
+        "`loss_weight` on the cross-entropy in every epoch, or only in LCC epochs (`lcc_loss_weight_epochs=\"lcc\"`; others: 1)."
+        return weight if self.config.lcc_loss_weight_epochs == "all" or self.targets else 1.0
+
     def on_epoch_end(self, trainer, logs):
         "Drop the epoch's targets (epoch-end checkpoints stay small)."
         self.targets, self.targets_epoch = {}, None
@@ -222,10 +228,15 @@ def _datasets(data:DataConfig, seed:int) -> tuple:
     if data.val_fraction: train, val = train_val_split(train, data.val_fraction, seed)
     return train, val, test
 
+def hub_model_name(name:str # a model name as lcc_nb or altaris/lcc writes it
+                  ) -> str:
+    "The `get_model` name of `name`: altaris/lcc's `<org>/<name>` (a Hugging Face hub id or saved directory) is `hf/<org>/<name>`."
+    return name if "/" not in name or name.partition("/")[0] in ("lcc", "timm", "hf") else f"hf/{name}"
+
 def _model(model:ModelConfig, data:DataConfig, train_data) -> nn.Module:
     "The network of `model` for the classes of `train_data`; a random-init network also takes its channels and image size."
     fresh = not model.pretrained   # pretrained weights keep their own input channels and size (images are converted)
-    return get_model(model.model, len(train_data.classes), pretrained=model.pretrained or False, head_name=model.head_name,
+    return get_model(hub_model_name(model.model), len(train_data.classes), pretrained=model.pretrained or False, head_name=model.head_name,
                      logit_key=model.logit_key, in_chans=data.in_chans or (getattr(train_data, "channels", None) if fresh else None),
                      image_size=data.image_size or (getattr(train_data, "image_size", None) if fresh else None), **model.model_options)
 
@@ -247,6 +258,7 @@ def _run_lcc(configs:dict) -> LCCRun:
     inputs = transform_for(net, data.preprocessing, data.image_size, data.in_chans)   # a pretrained model's own preprocessing
     set_transform(inputs, train_data, val_data, test_data)
     plugins = [LCCPlugin(config, seed=train.seed, progress=train.progress)] if config.enabled else []
+    if not plugins and config.lcc_loss_weight_epochs == "lcc": train = configs["train"] = replace(train, loss_weight=1.0)   # no LCC epoch
     trainer = Trainer(net, train_data, val_data, test_data, train, plugins, record={"method": "lcc", "configs": configs})
     result = trainer.fit()
     results = trainer.write_results({"inputs": repr(inputs) if inputs is not None else "the dataset's tensors"})

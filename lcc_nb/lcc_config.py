@@ -8,16 +8,18 @@ from dataclasses import dataclass, field
 
 from .core import check_choice
 from .config import check_int, check_number, register_recipe
+from .parity import Behaviour, Original, register_parity
 from .data_config import DataConfig
 from .model_config import ModelConfig
 from .train_config import TrainConfig
 
 # %% auto #0
-__all__ = ['CLUSTERING_METHODS', 'LCC_LOSSES', 'LCC_ROLES', 'LCCConfig']
+__all__ = ['CLUSTERING_METHODS', 'LCC_LOSSES', 'LOSS_WEIGHT_EPOCHS', 'LCC_ROLES', 'LCCConfig']
 
 # %% ../nbs/10a_lcc_config.ipynb #53475e36
 CLUSTERING_METHODS = ("louvain", "leiden", "peer_pressure", "label_propagation")   # = lcc_nb.clustering.COMMUNITY_METHODS (kept light: no import)
 LCC_LOSSES = ("exact", "randomized")
+LOSS_WEIGHT_EPOCHS = ("all", "lcc")
 
 @dataclass
 class LCCConfig:
@@ -31,6 +33,8 @@ class LCCConfig:
     lcc_samples_per_community:int=100 # CC samples kept per community by the randomized loss
     lcc_clustering:str="louvain" # community detection on the k-NN graph: louvain | leiden | peer_pressure (the reference: synchronous, best conductance) | label_propagation (igraph)
     lcc_pca_dim:int|None=None # PCA the latents to this dimension before the k-NN graph (None: off)
+    lcc_loss_weight_epochs:str="all" # epochs in which loss_weight weighs the cross-entropy: all | lcc (LCC epochs only; other epochs weigh it 1)
+    lcc_draw_with_replacement:bool=False # randomized loss: draw lcc_samples_per_community CC samples with replacement, then drop repeats
 
     def __post_init__(self):
         if isinstance(self.lcc_submodules, str): self.lcc_submodules = self.lcc_submodules.split(",")
@@ -41,6 +45,7 @@ class LCCConfig:
         check_int(self, "lcc_pca_dim", 1, optional=True)
         check_choice(self.lcc_loss, LCC_LOSSES, "lcc_loss")
         check_choice(self.lcc_clustering, CLUSTERING_METHODS, "lcc_clustering")
+        check_choice(self.lcc_loss_weight_epochs, LOSS_WEIGHT_EPOCHS, "lcc_loss_weight_epochs")
 
     @property
     def enabled(self) -> bool: return bool(self.lcc_submodules)
@@ -51,8 +56,57 @@ LCC_ROLES = {"config": LCCConfig, "train": TrainConfig, "data": DataConfig, "mod
 # %% ../nbs/10a_lcc_config.ipynb #1fe02745
 register_recipe("lcc", "default", "lcc_nb train's settings: 50 epochs of SGD (lr 0.01, cosine per step), batches of 256.",
                 epochs=50, batch_size=256, optimizer="sgd", lr=0.01, scheduler="cosine")
-register_recipe("lcc", "reference", "altaris/lcc: SGD lr 0.1 momentum 0.9, cosine annealing T_max=50 per epoch, "
-                "grad clip 1.0, best checkpoint on the val split, no test split (its CE weight applies only in LCC epochs; "
-                "here loss_weight applies in every epoch).",
-                epochs=50, batch_size=256, optimizer="sgd", lr=0.1, momentum=0.9, scheduler="cosine",
-                scheduler_interval="epoch", t_max=50, grad_clip=1.0, val_split="val", test_split="");
+register_recipe("lcc", "reference", "altaris/lcc's run (pretrained weights, their own preprocessing, SGD lr 0.1 "
+                "momentum 0.9, cosine T_max=50 per epoch, grad clip 1.0, unshuffled, CE weight in LCC epochs only, last weights "
+                "tested); its deviations are in the parity table of nbs/10_lcc.",
+                epochs=50, batch_size=256, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0, scheduler="cosine",
+                scheduler_interval="epoch", t_max=50, grad_clip=1.0, shuffle=False, monitor="val_acc", monitor_mode="max",
+                test_weights="last", val_split="val", test_split="", preprocessing="model", pretrained=True,
+                lcc_loss_weight_epochs="lcc", lcc_draw_with_replacement=True);
+
+# %% ../nbs/10a_lcc_config.ipynb #33e33a98
+_BASE, _CLI, _TRAINING = "lcc/classifiers/base.py", "lcc/__main__.py train", "lcc/training.py"
+_OPTIM = _BASE + " configure_optimizers"
+register_parity("lcc", "reference", "altaris/lcc", LCC_ROLES,
+    behaviours={
+        "sample order": Behaviour("caches the latents of each batch in a file, reads the files back in directory-listing order and "
+                                  "indexes the cluster labels of that order with the batches' absolute indices (lcc/classifiers/fdlc.py)",
+                                  "latents, labels, communities and MC flags are arrays keyed by absolute sample index",
+                                  "the original pairs the labels and clusters of different samples: a bug"),
+        "louvain on GPU": Behaviour("'louvain' is cugraph's Leiden when CUDA and cugraph are present, else networkx's Louvain, unseeded "
+                                    "(lcc/correction/louvain.py)", "'louvain' is Louvain on every machine, seeded; 'leiden' is its own choice",
+                                    "one name, one algorithm: the clusters do not depend on the machine"),
+        "matmul precision": Behaviour("torch.set_float32_matmul_precision('medium') on CUDA (lcc/__main__.py)",
+                                      "PyTorch's default float32 matmuls; precision='bf16' asks for mixed precision",
+                                      "a 32-bit run computes in 32 bits; lower precision is a setting a run records"),
+        "PRESET:cats_vs_dogs": Behaviour("tests on split 'train', which holds the 80% it trained on (lcc/datasets/preset.py)",
+                                         "no test split (the dataset has only 'train')", "a test on training data overstates accuracy"),
+    },
+    optimizer=Original("sgd", _OPTIM), lr=Original(0.1, _OPTIM), momentum=Original(0.9, _OPTIM),
+    weight_decay=Original(0.0, _OPTIM + " (SGD's default)"), scheduler=Original("cosine", _OPTIM + " CosineAnnealingLR"),
+    t_max=Original(50, _OPTIM + " CosineAnnealingLR(T_max=50)"), min_lr=Original(0.0, _OPTIM + " (eta_min's default)"),
+    scheduler_interval=Original("epoch", _OPTIM + " (Lightning's default interval)"),
+    warmup_steps=Original(0, _OPTIM + " (none)"), warmup_epochs=Original(0, _OPTIM + " (none)"),
+    grad_clip=Original(1.0, _TRAINING + " DEFAULT_MAX_GRAD_NORM"), epochs=Original(50, _CLI + " --max-epochs"),
+    batch_size=Original(256, _CLI + " --batch-size"), patience=Original(None, _TRAINING + " make_trainer (EarlyStopping commented out)"),
+    shuffle=Original(False, _TRAINING + " train_dl_kwargs (no shuffle: DataLoader's default)"), drop_last=Original(False, _TRAINING + " train_dl_kwargs"),
+    monitor=Original("val_acc", _TRAINING + " ModelCheckpoint(monitor='val/acc')"), monitor_mode=Original("max", _TRAINING + " ModelCheckpoint(mode='max')"),
+    test_weights=Original("last", _TRAINING + " train: trainer.test(model) after fit"), precision=Original("32", _TRAINING + " make_trainer (Lightning's default)"),
+    seed=Original(None, _CLI + " --seed (no default: unseeded)", why="a run repeats by default; the README's --seed 123 is given the same way"),
+    devices=Original("all visible GPUs", _TRAINING + " make_trainer: accelerator='gpu', devices=torch.cuda.device_count(), strategy='ddp'",
+                     why="one process unless devices= asks for more, so a run also works on a CPU; the global batch is batch_size × devices in both"),
+    loss_weight=Original(1.0, _CLI + " --ce-weight"), lcc_loss_weight_epochs=Original("lcc", _BASE + " _evaluate: ce_weight·CE only while lcc_data is set"),
+    lcc_submodules=Original([], _CLI + " --lcc-submodules"), lcc_weight=Original(1.0, _CLI + " --lcc-weight"), lcc_k=Original(5, _CLI + " --lcc-k"),
+    lcc_interval=Original(1, _CLI + " --lcc-interval"), lcc_warmup=Original(0, _CLI + " --lcc-warmup"), lcc_loss=Original("exact", _CLI + " --lcc-loss"),
+    lcc_samples_per_community=Original(100, _CLI + " --lcc-ccspc"), lcc_clustering=Original("louvain", _CLI + " --lcc-clst-method"),
+    lcc_pca_dim=Original(None, "lcc/classifiers/fdlc.py full_dataloader_evaluation(pca_dim=None)"),
+    lcc_draw_with_replacement=Original(True, "lcc/correction/loss/randomized.py update: np.random.choice(CC, ccspc) into a set"),
+    train_split=Original("train", _CLI + " --train-split"), val_split=Original("val", _CLI + " --val-split"),
+    test_split=Original("", _CLI + " --test-split"), val_fraction=Original(0.0, _CLI + " (no hold-out)"),
+    preprocessing=Original("model", "lcc/classifiers/*.py get_image_processor (the model's processor, always)"),
+    pretrained=Original(True, _TRAINING + " train (the hub weights unless --ckpt-path)"),
+    download=Original(True, "lcc/datasets/huggingface.py load_dataset (fetches what is not cached)",
+                      why="offline by default: nothing is fetched unless --download says so"),
+    image_key=Original("image", _CLI + " --image-key", why="None finds the column by name (image, img), the original's default included; local presets have no columns"),
+    label_key=Original("label", _CLI + " --label-key", why="None finds the column by name (label, labels, fine_label, ...), the original's default included; local presets have no columns"),
+);

@@ -13,20 +13,22 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import torchvision.transforms as T
 from torch import nn, Tensor
-from torch.utils.data import Subset
 
-from .core import LccError, check_choice, list_checkpoints, load_checkpoint, set_seed
+from .core import LccError, list_checkpoints, load_checkpoint, set_seed
 from .config import run_configs
-from .data import ToChannels, get_dataset
+from .data import DATASET_PRESETS, Subset, ToChannels, get_dataset
 from .data_config import DataConfig
 from .llb_config import LLB_ROLES, LLBConfig, METHODS
-from .models import get_model
-from .train import Plugin, TrainConfig, TrainResult, Trainer, all_reduce_sum, is_distributed
+from .models import get_model, read_state_dict
+from .preprocessing import ModelDataConfig, model_data_config, set_transform
+from .train import Plugin, TrainConfig, TrainResult, Trainer, all_reduce_sum, is_distributed, launch
 
 # %% auto #0
 __all__ = ['TINY_VIT', 'LatentObjects', 'AllReduceSum', 'object_usage', 'usage_entropy', 'fresh_block', 'LLBBranch',
-           'check_alpha', 'ensemble_log_probs', 'LLBOutputs', 'LLBModel', 'LLBPlugin', 'llb_transform', 'backbone_spec',
-           'llb_datasets', 'build_llb_model', 'LLBRun', 'eval_checkpoint', 'run_llb']
+           'check_alpha', 'ensemble_log_probs', 'LLBOutputs', 'LLBModel', 'LLBPlugin', 'method_data_config',
+           'llb_data_config', 'llb_transform', 'backbone_spec', 'preset_name', 'llb_datasets', 'set_llb_inputs',
+           'weights_classes', 'check_backbone', 'build_llb_model', 'LLBRun', 'llb_weights', 'dataset_classes',
+           'run_llb']
 
 # %% ../nbs/15_llb.ipynb #3e428b2a
 class LatentObjects(nn.Module):
@@ -87,20 +89,19 @@ def fresh_block(template:nn.Module # a block of the backbone
     return block
 
 class LLBBranch(nn.Module):
-    "New block → latent objects P·E with a new CLS token (no position embedding) → more blocks → norm → head."
+    "New block → latent objects P·E with a new CLS token (no position embedding) → more blocks → LayerNorm → the CLS token → head."
     def __init__(self, block:nn.Module, # a backbone block, copied (fresh weights) for every branch block
                  dim:int, # token width D
                  num_classes:int,
                  object_size:int=512, # K latent objects
                  num_nvit_layers:int=6, # blocks of the branch (the first one before the latent objects)
                  temperature:float=0.1, # T of P = softmax(Wx / T)
-                 num_prefix_tokens:int=1, # CLS (and register) tokens of the backbone, left out of the objects
-                 pool:str="token"): # "token": the new CLS token; "avg": the mean of the object tokens
+                 num_prefix_tokens:int=1): # CLS (and register) tokens of the backbone, left out of the objects
         super().__init__()
-        if num_nvit_layers < (2 if pool == "token" else 1):
+        if num_nvit_layers < 2:
             raise LccError(f"num_nvit_layers={num_nvit_layers!r} is too small: the first block comes before the latent objects, and the new CLS "
                            "token needs at least one block after them to read them (the reference's num_nvit_layers=1 gives a constant output).")
-        self.num_prefix_tokens, self.pool = num_prefix_tokens, check_choice(pool, ("token", "avg"), "pool")
+        self.num_prefix_tokens = num_prefix_tokens
         self.first_block = fresh_block(block)
         self.objects = LatentObjects(dim, object_size, temperature)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -113,9 +114,8 @@ class LLBBranch(nn.Module):
         x = self.first_block(tokens)
         objects, probs = self.objects(x[:, self.num_prefix_tokens:])   # split along the tokens: (B, N, D), (B, N, K)
         x = torch.cat([self.cls_token.expand(len(x), -1, -1).to(objects.dtype), objects], dim=1)   # (B, 1 + N, D)
-        x = self.blocks(x)
-        pooled = x[:, 0] if self.pool == "token" else x[:, 1:].mean(1)  # (B, D)
-        return self.head(self.norm(pooled)), probs                      # (B, C), (B, N, K)
+        x = self.norm(self.blocks(x))                                     # LayerNorm of every token, as the reference's norm_nv
+        return self.head(x[:, 0]), probs                                  # (B, C), (B, N, K)
 
 # %% ../nbs/15_llb.ipynb #cd985b65
 def check_alpha(alpha:float) -> float:
@@ -158,9 +158,8 @@ class LLBModel(nn.Module):
         if not 1 <= target_layer <= len(blocks):
             raise LccError(f"target_layer={target_layer!r} must be between 1 and {len(blocks)}, the number of blocks of the backbone.")
         self.backbone, self.target_layer, self.alpha, self.freeze = backbone, target_layer, check_alpha(alpha), freeze
-        pool = "avg" if getattr(backbone, "global_pool", "token") == "avg" else "token"
         self.branch = LLBBranch(blocks[target_layer - 1], backbone.embed_dim, num_classes, object_size, num_nvit_layers,
-                                temperature, backbone.num_prefix_tokens, pool)
+                                temperature, backbone.num_prefix_tokens)
         if freeze: self.backbone.requires_grad_(False).eval()
         self.last: LLBOutputs|None = None
 
@@ -235,20 +234,38 @@ class LLBPlugin(Plugin):
         metrics.update(self._eval_metrics(trainer, prefix))
 
 # %% ../nbs/15_llb.ipynb #0efabf57
-def llb_transform(image_size:int, # output side
-                  mean:tuple, std:tuple, # per-channel normalisation (averaged when the channel count differs)
-                  train:bool=False, # add RandAugment(num_ops=3, magnitude=9)
-                  channels:int|None=None, # 1 or 3 output channels
-                  crop_pct:float=0.875, # the reference resizes to 256 and crops 224
-                  randaugment:bool=True): # with train: the RandAugment step
-    "The reference's training (RandAugment) or evaluation transform of a PIL image."
-    resize = round(image_size / crop_pct)
-    interpolation = T.InterpolationMode.BILINEAR if train else T.InterpolationMode.BICUBIC
-    steps = ([ToChannels(channels)] if channels else []) + [T.Resize(resize, interpolation, antialias=True), T.CenterCrop(image_size)]
+def method_data_config(config:LLBConfig) -> ModelDataConfig:
+    "The preprocessing of the reference's data code (dataset/__init__.py) for `config.method`."
+    recipe = METHODS[config.method]
+    size = recipe["image_size"]
+    return ModelDataConfig(recipe["mean"], recipe["std"], (3, size, size), "bicubic", recipe["crop_pct"], source=f"IlminKang/LLB data code, {config.method}")
+
+def llb_data_config(config:LLBConfig, data:DataConfig,
+                    backbone:nn.Module|None=None # the built backbone (its `data_config`); None: the method's
+                   ) -> ModelDataConfig:
+    "LLB's input preprocessing under `data.preprocessing`, with `image_size`, `in_chans` and `crop_pct` over it."
+    own = model_data_config(backbone) if backbone is not None else None
+    if data.preprocessing == "model" and own is None: raise LccError("preprocessing='model' needs the built backbone (its data_config).")
+    method_file = config.backbone is None and config.encoder_weight is not None   # weights named by the method: timm cannot know them
+    use_own = own is not None and (data.preprocessing == "model" or (data.preprocessing == "auto" and own.pretrained and not method_file))
+    base = own if use_own else method_data_config(config)
+    channels, side, _ = base.input_size
+    side = data.image_size or side
+    return replace(base, input_size=(data.in_chans or channels, side, side), crop_pct=config.crop_pct or base.crop_pct)
+
+def llb_transform(inputs:ModelDataConfig, # normalisation, input size (channels, side, side), resize filter, crop
+                  train:bool=False, # the training transform: bilinear resize, RandAugment
+                  randaugment:bool=True): # with train: RandAugment(num_ops=3, magnitude=9)
+    "The reference's training (RandAugment) or evaluation transform of a PIL image, with the numbers of `inputs`."
+    channels, side, _ = inputs.input_size
+    interpolation = T.InterpolationMode.BILINEAR if train else T.InterpolationMode(inputs.interpolation)
+    steps = [ToChannels(channels), T.Resize(round(side / inputs.crop_pct), interpolation, antialias=True), T.CenterCrop(side)]
     if train and randaugment: steps.append(T.RandAugment(num_ops=3, magnitude=9))
-    if channels and len(mean) != channels: mean, std = (sum(mean) / len(mean),) * channels, (sum(std) / len(std),) * channels
+    mean, std = inputs.mean, inputs.std
+    if len(mean) != channels: mean, std = (sum(mean) / len(mean),) * channels, (sum(std) / len(std),) * channels
     return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
 
+# %% ../nbs/15_llb.ipynb #0e63cf1d
 def backbone_spec(config:LLBConfig) -> tuple[str, dict, dict]:
     "(get_model name, its options, the method's recipe) of the configured backbone."
     recipe = METHODS[config.method]
@@ -259,13 +276,19 @@ def backbone_spec(config:LLBConfig) -> tuple[str, dict, dict]:
         options = {"global_pool": "avg"} if recipe["pool"] == "avg" else {}
     return name, {**options, **config.backbone_config}, recipe
 
-def llb_datasets(config:LLBConfig, data:DataConfig, seed:int=0) -> tuple:
+def preset_name(name:str) -> str:
+    "`name` as a dataset preset, case-insensitively (the reference writes ImageNet); other names unchanged."
+    if name in DATASET_PRESETS or name.startswith("hf:"): return name
+    return {k.lower(): k for k in DATASET_PRESETS}.get(name.lower(), name)
+
+def llb_datasets(config:LLBConfig, data:DataConfig, seed:int=0,
+                 inputs:ModelDataConfig|None=None # the preprocessing (default: llb_data_config without a backbone)
+                ) -> tuple:
     "(train with RandAugment, validation, test or None): validation is `val_split`, else `val_fraction` of the training split."
-    _, _, recipe = backbone_spec(config)
-    size, crop = data.image_size or recipe["image_size"], config.crop_pct or recipe["crop_pct"]
+    inputs = inputs or llb_data_config(config, data)
     def load(split, train):
-        tf = llb_transform(size, recipe["mean"], recipe["std"], train, data.in_chans, crop, config.randaugment)
-        return get_dataset(data.dataset, split, root=data.root, download=data.download, transform=tf)
+        return get_dataset(preset_name(data.dataset), split, root=data.root, download=data.download,
+                           transform=llb_transform(inputs, train, config.randaugment))
     train, test = load(data.train_split, True), load(data.test_split, False) if data.test_split else None
     if data.val_split: return train, load(data.val_split, False), test
     if not 0 < data.val_fraction < 1: raise LccError(f"val_fraction={data.val_fraction!r}: LLB picks its best checkpoint on validation, never on test; give val_split or a val_fraction in (0, 1).")
@@ -273,8 +296,39 @@ def llb_datasets(config:LLBConfig, data:DataConfig, seed:int=0) -> tuple:
     n_val = max(1, round(data.val_fraction * len(train)))
     return Subset(train, perm[n_val:]), Subset(load(data.train_split, False), perm[:n_val]), test
 
+def set_llb_inputs(inputs:ModelDataConfig, randaugment:bool, train, *evaluated):
+    "Give the datasets of `llb_datasets` the transforms of `inputs` (training: with RandAugment)."
+    set_transform(llb_transform(inputs, True, randaugment), train)
+    set_transform(llb_transform(inputs, False), *evaluated)
+
+# %% ../nbs/15_llb.ipynb #69a58f13
+def weights_classes(config:LLBConfig) -> int|None:
+    "Classes of the head of the backbone's pretrained weights (None: no such head)."
+    if not config.transfer: return None
+    if config.encoder_weight is not None:
+        state = read_state_dict(config.encoder_weight)
+        return next((v.shape[0] for k, v in state.items() if k == "head.weight" or k.endswith(".head.weight")), None)
+    if config.backbone is None: return METHODS[config.method]["classes"]
+    import timm
+    return getattr(timm.models.get_pretrained_cfg(config.backbone.removeprefix("timm/")), "num_classes", None)
+
+def check_backbone(config:LLBConfig, num_classes:int):
+    "Refuse, naming the fix, a run whose visual path would be random (unless `allow_random_backbone`)."
+    if config.allow_random_backbone or config.nv_weights: return
+    anyway = "or set allow_random_backbone=True to run it anyway."
+    if not config.transfer:
+        raise LccError(f"the backbone would be random (transfer=False, no nv_weights){', and frozen' if config.freeze else ''}: the branch would "
+                       "learn from random features and ℓ_v would be a random head. Give transfer=True (timm's weights, or encoder_weight="
+                       f"<state dict of a trained backbone>), nv_weights=<LLB checkpoint>, {anyway}")
+    head = weights_classes(config)
+    if head != num_classes:
+        raise LccError(f"transfer=True: the weights' visual head has {head} classes and the dataset {num_classes}; timm re-initialises it and "
+                       "nothing trains it (only the branch has a loss), so ℓ_v and the α-ensemble would be random. Fine-tune the backbone "
+                       f"on this dataset first and give it as encoder_weight=<state dict>, use a dataset of {head} classes, {anyway}")
+
 def build_llb_model(config:LLBConfig, data:DataConfig, num_classes:int) -> LLBModel:
-    "The configured backbone (pretrained with `transfer`) wrapped with a fresh LLB branch."
+    "The configured backbone (pretrained with `transfer`) wrapped with a fresh LLB branch; refused when its visual path would be random."
+    check_backbone(config, num_classes)
     name, options, recipe = backbone_spec(config)
     pretrained = (config.encoder_weight or True) if config.transfer else False
     image_size = data.image_size or options.pop("img_size", None) or recipe["image_size"]
@@ -292,31 +346,47 @@ class LLBRun:
     results: dict # the run's record, as written to out_dir/results.json
     configs: dict # {role: config} of the run
 
-def eval_checkpoint(train:TrainConfig) -> str:
-    "The checkpoint an evaluation-only run loads: `resume` as a path, or the latest in out_dir/checkpoints when True."
+def llb_weights(config:LLBConfig, train:TrainConfig) -> str|None:
+    "The LLB checkpoint the run starts from: `nv_weights`, or with `eval` the `resume` path (True: the latest in out_dir)."
+    if config.nv_weights: return str(config.nv_weights)
+    if not config.eval: return None
     if isinstance(train.resume, str): return train.resume
-    found = list_checkpoints(Path(train.out_dir)/"checkpoints") if train.resume is True else []
-    if not found: raise LccError("eval=True evaluates a trained LLB model: give resume=<checkpoint path>, or resume=True with the out_dir of a run that wrote checkpoints.")
-    return str(found[-1])
+    found = list_checkpoints(Path(train.out_dir)/"checkpoints") if train.resume is True and train.out_dir else []
+    if found: return str(found[-1])
+    if config.allow_random_backbone: return None
+    raise LccError("eval=True evaluates a trained LLB model: give nv_weights=<checkpoint path>, resume=<checkpoint path>, resume=True "
+                   "with the out_dir of a run that wrote checkpoints, or allow_random_backbone=True to evaluate untrained weights.")
 
-def run_llb(config:LLBConfig|dict|None=None, # LLB's own settings
-            train:TrainConfig|dict|None=None, # the loop's settings
-            data:DataConfig|dict|None=None, # the dataset, its validation share, image size and channels
-            *, recipe:str|None="default", # a recipe of lcc_nb.llb_config; None: the class defaults
-            **settings) -> LLBRun: # any setting of the three configs by its name (or a reference alias such as opt=, amp=)
-    "Train LLB (or only evaluate it) and return the test metrics of the best validation checkpoint."
-    configs = run_configs("llb", LLB_ROLES, recipe, settings, config=config, train=train, data=data)
+def dataset_classes(config:LLBConfig, dataset) -> int:
+    "The dataset's number of classes, which `class_num` (when given) must equal."
+    n = len(dataset.classes)
+    if config.class_num not in (None, n): raise LccError(f"class_num={config.class_num} but the dataset has {n} classes; leave class_num unset (None).")
+    return n
+
+def _run_llb(configs:dict) -> LLBRun:
+    "`run_llb` in this process (one of the DDP processes when it spawned them)."
     llb, loop, data = (configs[role] for role in LLB_ROLES)
+    weights = llb_weights(llb, loop)
     set_seed(loop.seed, loop.deterministic)
     train_set, val_set, test_set = llb_datasets(llb, data, loop.seed)
-    model = build_llb_model(llb, data, len(val_set.dataset.classes if isinstance(val_set, Subset) else val_set.classes))
-    if llb.eval:
-        model.load_state_dict(load_checkpoint(eval_checkpoint(loop), map_location="cpu")["model"])
-        loop = replace(loop, epochs=0, resume=False)
+    model = build_llb_model(llb, data, dataset_classes(llb, train_set))
+    inputs = llb_data_config(llb, data, model.backbone)
+    set_llb_inputs(inputs, llb.randaugment, train_set, val_set, test_set)
+    if weights: model.load_state_dict(load_checkpoint(weights, map_location="cpu")["model"])
+    if llb.eval: loop = replace(loop, epochs=0, resume=False)
     loop = replace(loop, find_unused_parameters=loop.find_unused_parameters or not llb.freeze)
-    trainer = Trainer(model, train_set, val_set, test_set, loop, plugins=[LLBPlugin(llb.diversity_weight)],
-                      record={"method": "llb", "configs": configs})
+    trainer = Trainer(model, train_set, val_set, test_set, loop, plugins=[LLBPlugin(llb.lam)], record={"method": "llb", "configs": configs})
     result = trainer.fit()
     metrics = {**result.test_metrics, "best_val_acc": result.best_metric, "best_step": result.best_step,
                "epochs": result.epochs, "steps": result.step, "time_s": result.time_s}
-    return LLBRun(model, result, metrics, trainer.write_results({"best_val_acc": result.best_metric}), configs)
+    return LLBRun(model, result, metrics, trainer.write_results({"best_val_acc": result.best_metric, "inputs": repr(inputs)}), configs)
+
+def run_llb(config:LLBConfig|dict|None=None, # LLB's own settings
+            train:TrainConfig|dict|None=None, # the loop's settings (devices > 1: that many DDP processes)
+            data:DataConfig|dict|None=None, # the dataset, its validation share, image size and channels
+            *, recipe:str|None="default", # a recipe of lcc_nb.llb_config ("default", "reference"); None: the class defaults
+            **settings) -> LLBRun: # any setting of the three configs by its name (or a reference alias such as opt=, amp=)
+    "Train LLB (or only evaluate it) and return the test metrics of the best validation checkpoint."
+    configs = run_configs("llb", LLB_ROLES, recipe, settings, config=config, train=train, data=data)
+    devices = configs["train"].devices
+    return launch(_run_llb, configs, nprocs=devices) if devices > 1 and not is_distributed() else _run_llb(configs)

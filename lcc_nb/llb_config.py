@@ -9,62 +9,154 @@ from dataclasses import dataclass, field
 from .core import LccError, check_choice
 from .config import check_int, check_number, register_recipe
 from .data_config import DataConfig
+from .parity import Behaviour, Original, register_parity
 from .train_config import TrainConfig
 
 # %% auto #0
-__all__ = ['METHODS', 'VIT_SIZES', 'LLB_ROLES', 'LLB_SKIPPED', 'LLBConfig']
+__all__ = ['METHODS', 'ENCODERS', 'VIT_SIZES', 'LLB_ROLES', 'LLB_SKIPPED', 'LLBConfig']
 
 # %% ../nbs/15a_llb_config.ipynb #8b2a10a3
-METHODS = {   # method → timm architecture ({size} = vit_size), timm weights tag, pooling, input size, crop, normalisation
-    "timm_augreg_in21k_ft_in1k": dict(arch="vit_{size}_patch16_224", tag="augreg_in21k_ft_in1k", pool="token", image_size=224, crop_pct=0.875, mean=(0.5,) * 3, std=(0.5,) * 3),
-    **{f"mae_in1k_ft_{d}": dict(arch="vit_{size}_patch16_224", tag=None, pool="avg", image_size=224, crop_pct=0.875,
-                                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) for d in ("in1k", "plc365", "inat18")},
-    **{f"swag_ig_ft_{d}": dict(arch="vit_{size}_patch16_384", tag=None, pool="token", image_size=384, crop_pct=1.0,
-                               mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) for d in ("in1k", "plc365", "inat18")},
+_IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+_HEADS = {"in1k": 1000, "plc365": 365, "inat18": 8142}   # classes of the fine-tuned weights' head
+METHODS = {   # method → timm architecture ({size} = vit_size), timm weights tag, visual pooling, input size, crop, normalisation, head classes, λ
+    "timm_augreg_in21k_ft_in1k": dict(arch="vit_{size}_patch16_224", tag="augreg_in21k_ft_in1k", pool="token", image_size=224,
+                                      crop_pct=0.875, mean=(0.5,) * 3, std=(0.5,) * 3, classes=1000, diversity=0.5),
+    **{f"mae_in1k_ft_{d}": dict(arch="vit_{size}_patch16_224", tag=None, pool="avg", image_size=224, crop_pct=0.875, **_IMAGENET,
+                                classes=n, diversity="alpha") for d, n in _HEADS.items()},
+    **{f"swag_ig_ft_{d}": dict(arch="vit_{size}_patch16_384", tag=None, pool="token", image_size=384, crop_pct=1.0, **_IMAGENET,
+                               classes=n, diversity=0.5) for d, n in _HEADS.items()},
 }
+ENCODERS = ("vit",)   # the reference's --encoder: ViT backbones only
 VIT_SIZES = ("tiny", "small", "base", "large")
 
 # %% ../nbs/15a_llb_config.ipynb #23828c89
+def _lower(value):
+    return value.lower() if isinstance(value, str) else value
+
 @dataclass
 class LLBConfig:
-    "LLB's own settings: the backbone, the branch of latent objects, the ensemble and the preprocessing."
-    method:str="timm_augreg_in21k_ft_in1k" # backbone recipe: a key of METHODS
-    vit_size:str="base" # tiny | small | base | large
+    "LLB's own settings: the backbone and its weights, the branch of latent objects, the ensemble and the preprocessing."
+    method:str="timm_augreg_in21k_ft_in1k" # backbone recipe: a key of METHODS (case-insensitive)
+    encoder:str="vit" # backbone family (the reference's --encoder; case-insensitive): only vit
+    vit_size:str="base" # tiny | small | base | large (case-insensitive)
     backbone:str|None=None # any timm ViT as timm/<name>, replacing the method's architecture (e.g. timm/vit_tiny_patch16_224)
     backbone_config:dict=field(default_factory=dict) # timm overrides of the backbone, e.g. {"patch_size": 2, "depth": 4}
     transfer:bool=False # load pretrained backbone weights (timm's, or encoder_weight)
     encoder_weight:str|None=None # path of a backbone state dict (timm format) to load with transfer
+    rep:bool=False # SWAG methods: the reference's reproduced weights (its <method>_ft files), given as encoder_weight
+    nv_weights:bool|str=False # path of an LLB checkpoint (backbone and branch) to start from or evaluate; True alone is refused, as the reference does
     freeze:bool=True # freeze the backbone (the reference's --freeze)
+    allow_random_backbone:bool=False # run anyway with a random frozen backbone, a re-initialised frozen visual head, or eval without weights
     target_layer:int=11 # the branch starts after this backbone block (1-based)
     object_size:int=512 # number K of latent objects
     num_nvit_layers:int=6 # blocks of the branch
     temperature:float=0.1 # T of P = softmax(Wx / T)
     alpha:float=0.5 # ensemble weight of the visual path at evaluation
-    diversity_weight:float=0.5 # λ of −λ·H(p̄)
-    crop_pct:float|None=None # images are resized to image_size / crop_pct, then centre-cropped; default: the method's (0.875 or 1)
+    diversity_weight:float|None=None # λ of −λ·H(p̄); None: the method's (α for MAE, 0.5 otherwise, as the reference)
+    class_num:int|None=None # classes of the two heads (the reference's --class_num); None: the dataset's, which it must equal
+    crop_pct:float|None=None # images are resized to image_size / crop_pct, then centre-cropped; default: the preprocessing's
     randaugment:bool=True # RandAugment(3 ops, magnitude 9) on training images, as the reference
-    eval:bool=False # only evaluate: the weights of `resume` (a checkpoint path, or True: the latest in out_dir)
+    eval:bool=False # only evaluate: the weights of nv_weights or resume (a checkpoint path, or True: the latest in out_dir)
 
     def __post_init__(self):
+        self.method, self.encoder, self.vit_size = _lower(self.method), _lower(self.encoder), _lower(self.vit_size)
         check_choice(self.method, METHODS, "method")
+        check_choice(self.encoder, ENCODERS, "encoder", "LLB's backbones are ViTs (as the reference's).")
         check_choice(self.vit_size, VIT_SIZES, "vit_size")
         for name in ("target_layer", "object_size", "num_nvit_layers"): check_int(self, name, 1)
+        check_int(self, "class_num", 1, optional=True)
         check_number(self, "temperature", 0.0, strict=True)
         check_number(self, "alpha", 0.0, 1.0)
-        check_number(self, "diversity_weight", 0.0)
+        check_number(self, "diversity_weight", 0.0, optional=True)
         check_number(self, "crop_pct", 0.0, 1.0, strict=True, optional=True)
+        self._check_weights()
+
+    def _check_weights(self):
         if self.backbone is not None and not self.backbone.startswith("timm/"):
             raise LccError(f"backbone={self.backbone!r}: LLB needs a timm ViT, written timm/<name> (e.g. timm/vit_small_patch16_224).")
         if self.transfer and self.encoder_weight is None and self.backbone is None and METHODS[self.method]["tag"] is None:
             raise LccError(f"method {self.method!r} has no weights in timm; give encoder_weight=<state dict path> with transfer.")
+        if self.nv_weights is True:
+            raise LccError("nv_weights=True: there are no published LLB weights (the reference raises 'No NViT pretrained weights!'); "
+                           "give the path of an LLB checkpoint, e.g. nv_weights=<out_dir>/checkpoints/best/step-....pt.")
+        if self.rep and not (self.method.startswith("swag") and self.encoder_weight):
+            raise LccError(f"rep=True picks the reference's reproduced SWAG weights (<method>_ft), which lcc_nb cannot fetch: use a swag_* "
+                           f"method (got {self.method!r}) and give those weights as encoder_weight=<state dict path>.")
+
+    @property
+    def lam(self) -> float:
+        "λ of the diversity term: `diversity_weight`, else the method's (α for MAE, 0.5 otherwise)."
+        if self.diversity_weight is not None: return self.diversity_weight
+        return self.alpha if METHODS[self.method]["diversity"] == "alpha" else METHODS[self.method]["diversity"]
 
 # %% ../nbs/15a_llb_config.ipynb #6536d5ef
 LLB_ROLES = {"config": LLBConfig, "train": TrainConfig, "data": DataConfig}
 LLB_SKIPPED = ("loss", "loss_weight", "image_key", "label_key")   # settings an LLB run does not read (its loss is cross-entropy)
 
 # %% ../nbs/15a_llb_config.ipynb #6b4b08e4
-register_recipe("llb", "default", "IlminKang/LLB main.py defaults (Adam 1e-4, wd 1e-4, 50 epochs of 16, StepLR(100, 0.1) per "
-                "epoch), the best checkpoint on a validation tenth of the training split",
-                optimizer="adam", lr=1e-4, momentum=0.9, weight_decay=1e-4, epochs=50, batch_size=16, scheduler="step",
-                scheduler_interval="epoch", step_size=100, gamma=0.1, milestones=[10, 30, 50], t_max=10, min_lr=5e-5,
-                drop_last=True, monitor="val_acc", seed=0, val_fraction=0.1, in_chans=3);
+_ARGPARSE = dict(optimizer="adam", lr=1e-4, momentum=0.9, beta2=0.999, weight_decay=1e-4, step_size=100, gamma=0.1,
+                 milestones=[10, 30, 50], t_max=10, min_lr=5e-5, warmup_epochs=0, drop_last=True, monitor="val_acc",
+                 val_fraction=0.1, in_chans=3)   # utils/general.py get_args_parser, plus a validation tenth
+register_recipe("llb", "default", "IlminKang/LLB's argparse defaults (Adam 1e-4, wd 1e-4, 50 epochs of 16, StepLR(100, 0.1) per "
+                "epoch), the best checkpoint on a validation tenth of the training split, the model's own preprocessing",
+                **_ARGPARSE, epochs=50, batch_size=16, scheduler="step", scheduler_interval="epoch", seed=0);
+register_recipe("llb", "reference", "The IlminKang/LLB README command: ViT-B augreg transferred and frozen, α 0.8, 6 branch blocks "
+                "after block 11, 2048 latent objects, 70 epochs of 128, Adam 1e-4, CosineAnnealingLR(10, 5e-5) per epoch, AMP, seed 123",
+                **_ARGPARSE, epochs=70, batch_size=128, scheduler="cosine", scheduler_interval="epoch", seed=123, precision="bf16",
+                eval_batch_size=250, every_epoch=True, preprocessing="dataset", encoder="vit",
+                vit_size="base", transfer=True, freeze=True, alpha=0.8, num_nvit_layers=6, target_layer=11, object_size=2048,
+                temperature=0.1, randaugment=True);
+
+# %% ../nbs/15a_llb_config.ipynb #3a507b2d
+_GENERAL, _README = "utils/general.py get_args_parser", "README train command"
+_BEHAVIOURS = dict(
+    runs=Behaviour("does not run as published: utils.losses is missing, engine.py uses an undefined ft_ratio, the models an undefined self.softmax",
+                   "runs", "a recipe reproduces the settings, not the crashes"),
+    test_set=Behaviour("test loader with drop_last=True under a DistributedSampler (pads, drops the last batch)", "every test image exactly once",
+                       "the reported accuracy is over the whole test set"),
+    swag_split=Behaviour("the SWAG model splits the CLS token off along the batch axis (its tensors are sequence-first)",
+                         "along the tokens, for every backbone", "a bug: it mixes images of the batch"),
+    eval_loss=Behaviour("evaluation loss: cross-entropy of the ensemble probabilities (a second softmax)", "negative log-likelihood of the ensemble",
+                        "the loss of the probabilities it reports"),
+    frozen_mode=Behaviour("the frozen backbone stays in train mode (dropout, drop-path active when configured)", "a frozen backbone is in eval mode",
+                          "ℓ_v is then exactly the backbone's output"),
+    ddp_usage=Behaviour("p̄ of each GPU's batch", "p̄ of the global batch (differentiable all-reduce)", "N processes train like one"),
+    amp_scaler=Behaviour("--amp: fp16 autocast and a GradScaler that is never used", "bf16 autocast (no scaler needed); precision='16' scales the loss",
+                         "unscaled fp16 gradients underflow; bf16 runs on CPUs too"),
+    warmup=Behaviour("--warmup: ignite's warm-up from 5e-3, 50× the default rate", "warmup_epochs=2: linear from 0, per step",
+                     "a warm-up that starts above the peak rate is a bug"),
+    random_backbone=Behaviour("trains silently on a random frozen backbone (no --transfer) or a visual head re-initialised for another class count; "
+                              "--eval evaluates untrained weights", "refused with the fix in the message, unless allow_random_backbone=True",
+                              "the ensemble would mix in a random visual path"),
+    one_block=Behaviour("num_nvit_layers=1: the new CLS token reads nothing (a constant output)", "refused", "a bug"),
+)
+register_parity("llb", "reference", "IlminKang/LLB", LLB_ROLES, behaviours=_BEHAVIOURS,
+    optimizer=Original("adam", f"{_README} --opt Adam"), lr=Original(1e-4, f"{_GENERAL} --lr"),
+    momentum=Original(0.9, "torch.optim.Adam betas[0] (--momentum is SGD's)"), beta2=Original(0.999, "torch.optim.Adam betas[1]"),
+    weight_decay=Original(1e-4, f"{_GENERAL} --wd"), scheduler=Original("cosine", f"{_README} --lr_scheduler CosineAnnealingLR"),
+    scheduler_interval=Original("epoch", "train.py: lr_scheduler.step() once per epoch"), t_max=Original(10, f"{_GENERAL} --t_max"),
+    min_lr=Original(5e-5, f"{_GENERAL} --eta_min"), step_size=Original(100, f"{_GENERAL} --lr_step"), gamma=Original(0.1, f"{_GENERAL} --lr_gamma"),
+    milestones=Original([10, 30, 50], f"{_GENERAL} --lr_steps"), warmup_epochs=Original(0, f"{_GENERAL} --warmup off"),
+    grad_clip=Original(None, "core/engine.py: no clipping"), epochs=Original(70, f"{_README} --epochs 70"),
+    batch_size=Original(128, f"{_README} --batch_size 128 (per process)"),
+    devices=Original(4, f"{_README} torchrun --nproc_per_node=4", why="one process unless devices or torchrun say more; devices=4 gives the global batch of 512"),
+    drop_last=Original(True, "train.py: train loader drop_last=True"), shuffle=Original(True, "train.py: DistributedSampler(shuffle=True)"),
+    eval_batch_size=Original(250, "train.py: test loader batch_size=250"),
+    num_workers=Original(4, f"{_GENERAL} --num_workers", why="0: loading in the main process (CPU tests, notebooks); the numbers do not depend on it"),
+    precision=Original("16", f"{_README} --amp: torch.cuda.amp.autocast (fp16)", why="bf16: fp16 without the loss scaling the reference omits underflows; bf16 runs on CPUs too"),
+    seed=Original(123, f"{_README} --seed 123"), save=Original(True, f"{_README} --save"),
+    monitor=Original("test_acc", "train.py: best test_top1", why="the best checkpoint is chosen on validation, never on the test set"),
+    val_fraction=Original(0.0, "train.py: no validation (val_set is None)", why="a tenth of the training split picks the best checkpoint"),
+    in_chans=Original(3, "RGB images"), image_size=Original(None, "dataset/__init__.py: 224, SWAG 384 (None: the method's)"),
+    preprocessing=Original("dataset", "dataset/__init__.py: augreg mean=std=0.5, else ImageNet's; Resize 256 → CenterCrop 224 (SWAG 384 → 384), bicubic at test"),
+    crop_pct=Original(None, "dataset/__init__.py: 224/256 (SWAG 1; None: the method's)"),
+    randaugment=Original(True, "dataset/__init__.py: RandAugment(num_ops=3, magnitude=9) on training images"),
+    encoder=Original("vit", f"{_README} --encoder ViT"),
+    vit_size=Original("base", f"{_README} --vit_size Base"), transfer=Original(True, f"{_README} --transfer"),
+    freeze=Original(True, f"{_README} --freeze"), alpha=Original(0.8, f"{_README} --alpha 0.8"),
+    num_nvit_layers=Original(6, f"{_README} --num_nvit_layers 6"), target_layer=Original(11, f"{_README} --target_layer 11"),
+    object_size=Original(2048, f"{_README} --object_size 2048"), temperature=Original(0.1, "models/__init__.py: temperature=0.1 (--temperature is not read)"),
+    diversity_weight=Original(None, "loss(): ce − 0.5·div (nvit_vit, nvit_swag), ce − α·div (nvit_mae); None: the method's"),
+    class_num=Original(None, "dataset_qualification: the dataset's (1000, 365, 8142)"), rep=Original(False, f"{_GENERAL} --rep off"),
+    nv_weights=Original(False, f"{_GENERAL} --nv_weights off"), eval=Original(False, f"{_GENERAL} --eval off"),
+    resume=Original(False, f"{_GENERAL} --resume"), method=Original("timm_augreg_in21k_ft_in1k", f"{_README} --method"));

@@ -20,8 +20,8 @@ from .llc_config import SEEDINGS, SGLDConfig
 from .llc_estimator import estimate_llc
 
 # %% auto #0
-__all__ = ['SEEDING_NOTES', 'autocorrelation_time', 'trace_diagnostics', 'flat_in_epsilon', 'recommend', 'Calibration',
-           'point_seed', 'calibrate']
+__all__ = ['SEEDING_NOTES', 'autocorrelation_time', 'trace_diagnostics', 'flat_in_epsilon', 'mala_rule', 'recommend',
+           'Calibration', 'point_seed', 'calibrate']
 
 # %% ../nbs/11c_llc_calibration.ipynb #fde4f727
 def _moving_average(x:np.ndarray, window:int) -> np.ndarray:
@@ -80,7 +80,26 @@ def flat_in_epsilon(table:pd.DataFrame, # calibrate's table: epsilon, gamma, nbe
             if close: flat[index[a]] = flat[index[a+1]] = True
     return flat
 
-def _failures(row, target_acceptance:float, acceptance_band:float, grid_has_neighbours:bool) -> list[str]:
+def mala_rule(table:pd.DataFrame, # calibrate's table: epsilon, gamma, nbeta, mala_acceptance
+              target_acceptance:float=0.9, # the MALA acceptance to aim for
+              acceptance_band:float=0.1, # same_batch (or a lone ε): acceptances within target ± band pass
+              statistic:str="devinterp" # the MALA statistic of the table
+             ) -> tuple[pd.Series, pd.Series, str]:
+    "Whether each row passes the MALA rule, the acceptance each row aims at, and the rule in words."
+    acceptance = table["mala_acceptance"]
+    absolute = pd.Series(target_acceptance, index=table.index)
+    if statistic == "devinterp":                  # capped below 1 by minibatch noise: aim at a fraction of the column's best
+        column = table.groupby(["gamma", "nbeta"], dropna=False)["mala_acceptance"]
+        ceiling = column.transform("max").where(column.transform("count") > 1)
+        aim = np.minimum(target_acceptance * ceiling, target_acceptance - acceptance_band).fillna(absolute)
+        ok = (acceptance >= aim).where(ceiling.notna(), (acceptance - absolute).abs() <= acceptance_band)
+        return ok.astype(bool), aim, (f"MALA acceptance (devinterp statistic) at least {target_acceptance} × the best of its ε column "
+                                      f"(same γ, nβ) or {target_acceptance - acceptance_band:g}, whichever is lower (a lone ε: "
+                                      f"within {target_acceptance}±{acceptance_band})")
+    return (acceptance - absolute).abs() <= acceptance_band, absolute, \
+           f"MALA acceptance ({statistic} statistic) within {target_acceptance}±{acceptance_band}"
+
+def _failures(row, mala_ok:bool, aim:float, grid_has_neighbours:bool) -> list[str]:
     fails = []
     if row["diverged_chains"] > 0: fails.append(f"{int(row['diverged_chains'])} chains diverged")
     if not np.isfinite(row["llc_mean"]) or row["llc_mean"] <= 0: fails.append(f"LLC {row['llc_mean']:.3g} is not positive")
@@ -88,28 +107,27 @@ def _failures(row, target_acceptance:float, acceptance_band:float, grid_has_neig
     if not row["flat_at_end"]: fails.append("trace not flat at the end")
     if row["negative_dip"]: fails.append("trace dips below 0")
     if grid_has_neighbours and not row["flat_in_epsilon"]: fails.append("LLC changes with ε (no neighbouring ε agrees)")
-    if not abs(row["mala_acceptance"] - target_acceptance) <= acceptance_band:
-        fails.append(f"MALA {row['mala_acceptance']:.2f} outside {target_acceptance}±{acceptance_band}")
+    if not mala_ok: fails.append(f"MALA {row['mala_acceptance']:.2g} misses its aim {aim:.2g}")
     return fails
 
 def recommend(table:pd.DataFrame, # one row per grid point: the columns of `calibrate`'s table
-              target_acceptance:float=0.9, # the MALA acceptance to aim for
-              acceptance_band:float=0.1, # acceptances within target ± band pass the MALA rule
+              target_acceptance:float=0.9, # the MALA acceptance to aim for (devinterp statistic: as a fraction of the column's best)
+              acceptance_band:float=0.1, # same_batch: acceptances within target ± band pass the MALA rule
               statistic:str="devinterp" # the MALA statistic of the table (named in the reasons)
              ) -> tuple[int, list[str], pd.Series]:
     "The index of the recommended grid point, the reasons, and each row's verdict ('ok' or what failed)."
     neighbours = table.groupby(["gamma", "nbeta"], dropna=False)["epsilon"].transform("nunique") > 1
-    fails = {i: _failures(row, target_acceptance, acceptance_band, neighbours[i]) for i, row in table.iterrows()}
+    mala_ok, aim, mala = mala_rule(table, target_acceptance, acceptance_band, statistic)
+    fails = {i: _failures(row, mala_ok[i], aim[i], neighbours[i]) for i, row in table.iterrows()}
     verdicts = pd.Series({i: "; ".join(f) if f else "ok" for i, f in fails.items()}, name="verdict")
-    distance = (table["mala_acceptance"] - target_acceptance).abs().fillna(np.inf)
+    distance = (table["mala_acceptance"] - aim).abs().fillna(np.inf)
     passing = [i for i in table.index if not fails[i]]
-    mala = f"MALA acceptance ({statistic} statistic) within {target_acceptance}±{acceptance_band}"
     if passing:
-        best = min(passing, key=lambda i: distance[i])
+        best = max(passing, key=lambda i: (table.at[i, "epsilon"], -distance[i]))
         reasons = [f"{len(passing)} of {len(table)} grid points pass every rule (no divergence, positive LLC, trace rises above "
                    f"the initial loss and is flat at the end, no negative dip, LLC flat in ε, {mala})",
-                   f"of those, {_point(table, best)} has the MALA acceptance closest to {target_acceptance} "
-                   f"({table.at[best, 'mala_acceptance']:.3f})"]
+                   f"of those, {_point(table, best)} has the largest ε (the fastest mixing; devinterp: the larger step is "
+                   f"preferred while the chains stay healthy), MALA acceptance {table.at[best, 'mala_acceptance']:.3f}"]
     else:
         best = min(table.index, key=lambda i: (table.at[i, "diverged_chains"], len(fails[i]), distance[i]))
         reasons = [f"no grid point passes every rule ({mala} among them); the least bad is {_point(table, best)} ({verdicts[best]})",

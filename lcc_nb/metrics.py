@@ -11,8 +11,9 @@ from scipy.special import comb
 from .core import LccError, check_choice
 
 # %% auto #0
-__all__ = ['as_labels', 'contingency', 'nmi', 'ari', 'cluster_acc', 'purity', 'match_clusters_to_classes', 'misclustered_mask',
-           'knn_predict', 'knn_accuracy', 'linear_probe']
+__all__ = ['as_labels', 'contingency', 'NoLabels', 'labelled', 'class_table', 'nmi', 'ari', 'cluster_acc', 'purity',
+           'match_clusters_to_classes', 'label_scores', 'misclustered_mask', 'knn_predict', 'knn_accuracy',
+           'linear_probe']
 
 # %% ../nbs/04_metrics.ipynb #da796b82
 def as_labels(y, # a labeling: array-like of hashable labels, shape (N,)
@@ -35,6 +36,31 @@ def contingency(y_true, # class labels (N,)
     np.add.at(table, (t, p), 1)
     return table
 
+# %% ../nbs/04_metrics.ipynb #317af0c5
+class NoLabels(LccError):
+    "No sample has a class label (every label is negative), so there is nothing to score against."
+
+def labelled(y_true, # class labels (N,); negative integers = no label
+             y_pred  # cluster labels (N,)
+            ) -> tuple[np.ndarray, np.ndarray]:
+    "`(y_true, y_pred)` of the samples that have a class label (a negative integer label is no label)."
+    y_true, y_pred = as_labels(y_true, "y_true"), as_labels(y_pred, "y_pred")
+    if len(y_true) != len(y_pred):
+        raise LccError(f"y_true has {len(y_true)} labels but y_pred has {len(y_pred)}; pass one label per sample in each.")
+    if not np.issubdtype(y_true.dtype, np.number): return y_true, y_pred
+    keep = y_true >= 0
+    return y_true[keep], y_pred[keep]
+
+def class_table(y_true, # class labels (N,); negative = no label
+                y_pred  # cluster labels (N,)
+               ) -> np.ndarray:
+    "The contingency table of the labelled samples; `NoLabels` when none has a label."
+    t, p = labelled(y_true, y_pred)
+    if len(t) == 0:
+        raise NoLabels(f"no labels: all {len(as_labels(y_true))} samples have the label -1 (an unlabelled split such as "
+                       "STL-10's 'unlabeled'); there is nothing to score the clusters against.")
+    return contingency(t, p)
+
 # %% ../nbs/04_metrics.ipynb #2fbeef0c
 def _entropy(counts:np.ndarray) -> float:
     p = counts[counts > 0] / counts.sum()
@@ -44,7 +70,7 @@ def nmi(y_true, # class labels (N,)
         y_pred  # cluster labels (N,)
        ) -> float:
     "Normalised mutual information (arithmetic normalisation), in [0, 1]."
-    table = contingency(y_true, y_pred)
+    table = class_table(y_true, y_pred)
     h_true, h_pred = _entropy(table.sum(1)), _entropy(table.sum(0))
     if h_true == 0 or h_pred == 0: return 1.0 if h_true == h_pred else 0.0
     mutual_info = h_true + h_pred - _entropy(table.ravel())
@@ -55,7 +81,7 @@ def ari(y_true, # class labels (N,)
         y_pred  # cluster labels (N,)
        ) -> float:
     "Adjusted Rand index, 1 for identical partitions and ~0 for random ones."
-    table = contingency(y_true, y_pred)
+    table = class_table(y_true, y_pred)
     pairs = float(comb(table, 2).sum())
     pairs_true, pairs_pred = float(comb(table.sum(1), 2).sum()), float(comb(table.sum(0), 2).sum())
     expected = pairs_true * pairs_pred / float(comb(table.sum(), 2)) if table.sum() > 1 else 0.0
@@ -68,7 +94,7 @@ def cluster_acc(y_true, # class labels (N,)
                 y_pred  # cluster labels (N,)
                ) -> float:
     "Accuracy under the best one-to-one cluster→class matching (Hungarian); works for any numbers of clusters and classes."
-    table = contingency(y_true, y_pred)
+    table = class_table(y_true, y_pred)
     rows, cols = linear_sum_assignment(table, maximize=True)
     return float(table[rows, cols].sum() / table.sum())
 
@@ -77,7 +103,7 @@ def purity(y_true, # class labels (N,)
            y_pred  # cluster labels (N,)
           ) -> float:
     "Fraction of samples whose class is the majority class of their cluster."
-    table = contingency(y_true, y_pred)
+    table = class_table(y_true, y_pred)
     return float(table.max(0).sum() / table.sum())
 
 def match_clusters_to_classes(y_true, # class labels (N,)
@@ -87,6 +113,22 @@ def match_clusters_to_classes(y_true, # class labels (N,)
     classes, clusters = np.unique(as_labels(y_true, "y_true")), np.unique(as_labels(y_cluster, "y_cluster"))
     majority = contingency(y_true, y_cluster).argmax(0)
     return {c.item(): classes[m].item() for c, m in zip(clusters, majority)}
+
+# %% ../nbs/04_metrics.ipynb #e2c6ebd5
+def label_scores(y_true, # class labels (N,); negative = no label; None: no labels at all
+                 y_pred, # cluster labels (N,)
+                 what:str="clusters" # what is scored, for the warnings
+                ) -> dict:
+    "`{nmi, ari, acc, labelled}` on the labelled samples; `{labelled: 0}` and a 'no labels' warning when there is none."
+    import warnings
+    if y_true is None: return {"labelled": 0}
+    t, p = labelled(y_true, y_pred)
+    if len(t) == 0:
+        warnings.warn(f"{what}: no labels (all {len(y_pred)} samples have the label -1); NMI, ARI and ACC are not computed.", stacklevel=2)
+        return {"labelled": 0}
+    if len(t) < len(y_pred):
+        warnings.warn(f"{what}: NMI, ARI and ACC on the {len(t)} labelled samples of {len(y_pred)} (the others have the label -1).", stacklevel=2)
+    return {"nmi": nmi(t, p), "ari": ari(t, p), "acc": cluster_acc(t, p), "labelled": len(t)}
 
 # %% ../nbs/04_metrics.ipynb #83772e99
 def misclustered_mask(y_true, # class of every sample (N,)

@@ -20,8 +20,8 @@ __all__ = ['MODEL_REGISTRY', 'ALEXNET_CFG', 'ALEXNET_SMALL_CFG', 'VGG16_CFG', 'M
            'SmallCNN', 'small_cnn', 'sobel_front_end', 'init_deepcluster_weights', 'new_top_layer', 'DeepClusterNet',
            'feedforward', 'alexnet_bn', 'vgg16', 'find_head_name', 'replace_head', 'read_state_dict', 'load_weights',
            'select_output', 'LogitsOf', 'hf_model_types', 'build_hf', 'build_timm', 'adapt_first_conv',
-           'build_torchvision', 'build_lcc', 'get_model', 'submodule_names', 'get_submodule', 'output_tensor',
-           'model_tree', 'pretty_print']
+           'build_torchvision', 'build_lcc', 'get_model', 'submodule_names', 'submodule_path', 'get_submodule',
+           'output_tensor', 'model_tree', 'pretty_print']
 
 # %% ../nbs/02_models.ipynb #2d125318
 MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -230,8 +230,8 @@ for _depth in (18, 34, 50, 101, 152): _register_resnet(_depth)
 
 # %% ../nbs/02_models.ipynb #bd8f7d3d
 def find_head_name(model:nn.Module, head_name:str|None=None) -> str:
-    "The name of the model's classification head: `head_name` if given (checked), else its last `nn.Linear`."
-    if head_name is not None: get_submodule(model, head_name); return head_name
+    "The full name of the model's classification head: `head_name`'s (see `submodule_path`) if given, else its last `nn.Linear`'s."
+    if head_name is not None: return submodule_path(model, head_name)
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears: raise LccError(f"{type(model).__name__} has no nn.Linear head; pass head_name= (one of submodule_names(model))")
     return linears[-1]
@@ -437,13 +437,21 @@ def submodule_names(model:nn.Module, leaves_only:bool=False) -> list[str]:
     "The dotted names of all submodules of `model` (in definition order), e.g. `['features', 'features.0', 'fc1', ...]`."
     return [n for n, m in model.named_modules() if n and (not leaves_only or not any(True for _ in m.children()))]
 
+def submodule_path(model:nn.Module, name:str) -> str:
+    "The full dotted name of submodule `name`: `name` itself, else the only name ending in `.name` (a wrapper's prefix left out)."
+    if name == "": return name
+    try: model.get_submodule(name); return name
+    except AttributeError: pass
+    names = submodule_names(model)
+    found = [n for n in names if n.endswith("." + name)]
+    if len(found) > 1:
+        raise LccError(f"submodule {name!r} is ambiguous: {len(found)} submodules end with it ({', '.join(found[:8])}); give the full name.")
+    if not found: raise ChoiceError(name, names, "submodule", hint="See submodule_names(model) or pretty_print(model).")
+    return found[0]
+
 def get_submodule(model:nn.Module, name:str) -> nn.Module:
-    "The submodule `name` of `model` (`''` is the model itself); a `ChoiceError` with the closest names otherwise."
-    if name == "": return model
-    try: return model.get_submodule(name)
-    except AttributeError:
-        raise ChoiceError(name, submodule_names(model), "submodule",
-                          hint="See submodule_names(model) or pretty_print(model).") from None
+    "The submodule `name` of `model` (`''` is the model itself; see `submodule_path`); a `ChoiceError` with the closest names otherwise."
+    return model.get_submodule(submodule_path(model, name))
 
 # %% ../nbs/02_models.ipynb #d43b2b45
 def output_tensor(out) -> torch.Tensor|None:

@@ -8,12 +8,13 @@ import ast, itertools, json, os, re, sys, threading, time
 from pathlib import Path
 from typing import Any, Iterable
 
-from .core import LccError, ChoiceError, atomic_save_json, atomic_write
+from .core import LccError, ChoiceError, atomic_save_json, atomic_write, check_choice
 
 # %% auto #0
 __all__ = ['runs_folder', 'list_run_notebooks', 'find_notebook', 'notebook_parameters', 'notebook_command', 'accepted_parameters',
            'check_parameters', 'RunError', 'run_notebook', 'read_metrics', 'grid_runs', 'run_name', 'sweep',
-           'executed_parameters', 'sweep_figure', 'write_report', 'parse_grid']
+           'executed_parameters', 'sweep_figure', 'write_report', 'subset_preset', 'latent_scores', 'pixel_baselines',
+           'parse_grid']
 
 # %% ../nbs/17_runs.ipynb #93ae5162
 def runs_folder() -> Path:
@@ -210,6 +211,74 @@ def write_report(path:str|Path, # the HTML file to write
     return Path(path)
 
 def _fmt(v): return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+# %% ../nbs/17_runs.ipynb #40e8b88c
+class _Rows:
+    "Items `indices` of a sequence of images (a view: nothing is copied)."
+    def __init__(self, images, indices): self.images, self.indices = images, indices
+    def __len__(self): return len(self.indices)
+    def __getitem__(self, i): return self.images[int(self.indices[i])]
+
+def _stratified(targets, n:int, seed:int):
+    "Sorted indices of `n` of `targets`, stratified by class and seeded."
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+    keep, _ = train_test_split(np.arange(len(targets)), train_size=n, random_state=seed, stratify=targets)
+    return np.sort(keep)
+
+def subset_preset(dataset:str, # a preset of lcc_nb.data
+                  train_size:int|None=None, # images kept of the train split (stratified by class, seeded); None: all
+                  test_size:int|None=None, # images kept of the test split; None: all
+                  seed:int=0 # seed of the draw
+                 ) -> str: # the name of the registered preset (`dataset` itself when nothing is cut)
+    "Register a preset of a stratified, seeded subset of `dataset`'s train and test splits (and both joined); return its name."
+    from dataclasses import replace
+    from lcc_nb.data import DATASET_PRESETS, ArrayImages, register_dataset
+    if not train_size and not test_size: return dataset
+    preset = DATASET_PRESETS[check_choice(dataset, list(DATASET_PRESETS), "dataset")]
+    sizes = {"train": train_size, "test": test_size}
+    def load(split, root, download):
+        full = preset.loader(split, root, download)
+        if not sizes.get(split) or sizes[split] >= len(full): return full
+        keep = _stratified(full.targets, sizes[split], seed)
+        images = _Rows(full.images, keep) if full.pixels is None else ArrayImages(full.pixels[keep])   # held pixels stay held
+        return subset.dataset(split, images, full.targets[keep], full.classes)
+    missing = [split for split in sizes if split not in preset.splits]
+    if missing: raise LccError(f"dataset {dataset!r} has no {missing[0]!r} split to cut (its splits: {', '.join(preset.splits)}).")
+    subset = replace(preset, name=f"{dataset}_{train_size or 'all'}_{test_size or 'all'}_seed{seed}", loader=load,
+                     splits=("train", "test", "train+test"))   # "all" and other splits are not cut: left out
+    register_dataset(subset)
+    return subset.name
+
+# %% ../nbs/17_runs.ipynb #527a49b2
+def latent_scores(x, # latents (N, D), row i = sample i
+                  y, # class of every sample (N,)
+                  seed:int=0, # seed of k-means and of the community detection
+                  knn:int=5 # neighbours of the k-NN graph whose communities give the MC fraction
+                 ) -> dict:
+    "NMI / ARI / ACC of k-means (as many clusters as classes) on `x`, and the MC fraction of its k-NN communities."
+    import numpy as np
+    from lcc_nb.clustering import kmeans
+    from lcc_nb.lcc import cluster_latents
+    from lcc_nb.metrics import ari, cluster_acc, nmi
+    x, y = np.asarray(x, dtype=np.float32).reshape(len(x), -1), np.asarray(y)
+    labels = kmeans(x, len(np.unique(y)), seed=seed).labels
+    communities = cluster_latents(x, y, k=knn, seed=seed)
+    return {"nmi": nmi(y, labels), "ari": ari(y, labels), "acc": cluster_acc(y, labels),
+            "mc_fraction": float(communities.misclustered.mean())}
+
+def pixel_baselines(dataset, # items (image tensor, label), e.g. the test split without augmentation
+                    pca_dim:int=50, # components of the PCA baseline
+                    seed:int=0) -> dict: # {row name: `latent_scores` and the seconds they took} for the raw pixels and their PCA
+    "`latent_scores` of the raw pixels of `dataset` and of their first `pca_dim` principal components, each timed."
+    import numpy as np
+    from lcc_nb.clustering import pca
+    x = np.stack([np.asarray(dataset[i][0], dtype=np.float32).ravel() for i in range(len(dataset))])
+    y, start = np.asarray(dataset.targets), time.perf_counter()
+    raw = {**latent_scores(x, y, seed), "seconds": time.perf_counter() - start}
+    start = time.perf_counter()
+    reduced = latent_scores(pca(x, min(pca_dim, *x.shape), seed=seed), y, seed)
+    return {"raw pixels + k-means": raw, f"pixels, PCA-{pca_dim} + k-means": {**reduced, "seconds": time.perf_counter() - start}}
 
 # %% ../nbs/17_runs.ipynb #ff3b1244
 def parse_grid(items:list[str]) -> dict:

@@ -42,6 +42,7 @@ class Plugin:
     def optimizers(self, trainer) -> list: "Extra optimizers stepped with the main one this epoch."; return []
     def forward(self, trainer, batch): "Outputs replacing `trainer.train_model(x)`, or None."; return None
     def loss(self, trainer, batch, outputs): "`(extra loss tensor or None, logs dict)` of one training batch."; return None, {}
+    def base_weight(self, trainer, weight:float) -> float: "The base loss's weight in this training step (`weight`: the configured one)."; return weight
     def after_step(self, trainer): "After each optimizer step."
     def on_evaluate(self, trainer, dataset, prefix:str, metrics:dict): "After each `evaluate` (val, test); may add entries to `metrics`."
     def on_epoch_end(self, trainer, logs:dict): "After validation; may add entries to `logs`."
@@ -50,7 +51,7 @@ class Plugin:
     def state_dict(self) -> dict: "What the plug-in needs to resume (weights_only-safe types)."; return {}
     def load_state_dict(self, state:dict): "Restore `state_dict()`."
 
-HOOKS = ("setup", "on_epoch_start", "optimizers", "forward", "loss", "after_step", "on_evaluate", "on_epoch_end", "results", "on_fit_end")
+HOOKS = ("setup", "on_epoch_start", "optimizers", "forward", "loss", "base_weight", "after_step", "on_evaluate", "on_epoch_end", "results", "on_fit_end")
 
 # %% ../nbs/09_train.ipynb #263605c8
 @dataclass
@@ -60,7 +61,7 @@ class TrainResult:
     best_checkpoint:Path|None # checkpoint with the best validation `monitor` (the last one without validation data)
     best_metric:float|None # value of `monitor` there
     best_step:int|None # optimizer step of the best checkpoint
-    test_metrics:dict # metrics on the test split, computed once at the end with the best weights
+    test_metrics:dict # metrics on the test split, computed once at the end with the `test_weights` (default: the best)
     last_checkpoint:Path|None # the newest checkpoint written
     step:int # optimizer steps done
     epochs:int # epochs completed
@@ -85,7 +86,7 @@ class Trainer:
     def __init__(self, model:nn.Module, # forward(x) returns outputs (logits for the cross-entropy loss)
                  train_data:Dataset, # items (x, y); wrapped with WithIndex unless it already is one
                  val_data:Dataset|None=None, # picks the best checkpoint and drives early stopping
-                 test_data:Dataset|None=None, # evaluated once at the end, with the best weights
+                 test_data:Dataset|None=None, # evaluated once at the end, with `config.test_weights` (default: the best)
                  config:TrainConfig|None=None,
                  plugins:Sequence[Plugin]=(), # method plug-ins, hooks called in this order
                  loss_fn:Callable|None=None, # loss_fn(outputs, y) replacing config.loss
@@ -176,13 +177,20 @@ def _forward(self:Trainer, batch):
     return (self.train_model if self.training else self.model)(batch[0])
 
 @patch
+def base_loss_weight(self:Trainer) -> float:
+    "The weight of the base loss in this training step: `config.loss_weight`, passed through the plug-ins' `base_weight`."
+    weight = self.config.loss_weight
+    for p in self.hooks["base_weight"]: weight = p.base_weight(self, weight)
+    return weight
+
+@patch
 def _compute_loss(self:Trainer, batch, outputs):
     "Total loss of a batch and the per-batch values to log (tensors)."
     logs, total = {}, None
     if self.loss_fn is not None:
-        base = self.loss_fn(outputs, batch[1])
-        if self.hooks["loss"] or self.config.loss_weight != 1: logs["base_loss"] = base.detach()   # else equal to "loss"
-        total = base * self.config.loss_weight if self.config.loss_weight != 1 else base
+        base, weight = self.loss_fn(outputs, batch[1]), self.base_loss_weight()
+        if self.hooks["loss"] or weight != 1: logs["base_loss"] = base.detach()   # else equal to "loss"
+        total = base * weight if weight != 1 else base
     for p in self.hooks["loss"]:
         extra, extra_logs = p.loss(self, batch, outputs) or (None, {})
         logs.update(extra_logs)
@@ -321,6 +329,8 @@ def load_state_dict(self:Trainer, state:dict, source:str="checkpoint"):
         self.optimizer.load_state_dict(state["optimizer"]); self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler and state["scaler"]: self.scaler.load_state_dict(state["scaler"])
     except (ValueError, KeyError) as e: raise CheckpointError(f"{source}: optimizer state does not fit ({e}); use the same optimizer and parameters.") from e
+    for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
+        group["lr"] = base * factor(self.scheduler.last_epoch)   # this run's schedule at the resumed step (more epochs: a longer one)
     for key, p in zip(_plugin_keys(self.plugins), self.plugins):
         if key in state["plugins"]: p.load_state_dict(state["plugins"][key])
     self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
@@ -443,9 +453,9 @@ def _best_weights(self:Trainer) -> dict|None:
 
 @patch
 def _test(self:Trainer) -> dict:
-    "Metrics on the test split with the best weights; the model keeps its final weights afterwards."
+    "Metrics on the test split with the `config.test_weights` (best or last); the model keeps its final weights afterwards."
     if self.test_data is None: return {}
-    best = self._best_weights()
+    best = self._best_weights() if self.config.test_weights == "best" else None
     if best is None: return self.evaluate(self.test_data, "test")
     final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
     self.model.load_state_dict(best)

@@ -12,7 +12,7 @@ from .core import LccError, check_choice
 from .config import check_int, check_number
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'SCHEDULERS', 'SCHEDULER_INTERVALS', 'PRECISIONS', 'LOSSES', 'LOGGERS', 'MONITOR_MODES',
+__all__ = ['OPTIMIZERS', 'SCHEDULERS', 'SCHEDULER_INTERVALS', 'PRECISIONS', 'LOSSES', 'LOGGERS', 'MONITOR_MODES', 'TEST_WEIGHTS',
            'parse_checkpoint_steps', 'TrainConfig']
 
 # %% ../nbs/09a_train_config.ipynb #227392e1
@@ -43,6 +43,7 @@ PRECISIONS = ("32", "bf16", "16")
 LOSSES = ("cross_entropy", None)
 LOGGERS = ("csv", "jsonl", "tensorboard", "wandb")
 MONITOR_MODES = ("auto", "min", "max")
+TEST_WEIGHTS = ("best", "last")
 
 @dataclass
 class TrainConfig:
@@ -84,6 +85,7 @@ class TrainConfig:
     monitor:str="val_loss" # validation metric that picks the best checkpoint and drives early stopping
     monitor_mode:str="auto" # min | max | auto (min when the name contains "loss")
     patience:int|None=None # stop after this many epochs without improvement of `monitor`
+    test_weights:str="best" # weights the test split is evaluated with: best (the best `monitor` checkpoint) | last (the final weights)
     log_every_n_steps:int=10 # write a step row every N steps
     loggers:str="auto" # comma-separated csv,jsonl,tensorboard,wandb; auto = csv,jsonl (+tensorboard when installed)
     progress:bool=True # tqdm progress bars (rank 0 only)
@@ -104,6 +106,7 @@ class TrainConfig:
         check_choice(self.precision, PRECISIONS, "precision", 'Use "32", "bf16" or "16" (fp16, CUDA only).')
         check_choice(self.loss, LOSSES, "loss", "Use None when a plug-in provides the loss.")
         check_choice(self.monitor_mode, MONITOR_MODES, "monitor_mode")
+        check_choice(self.test_weights, TEST_WEIGHTS, "test_weights")
         if self.monitor.startswith("test"):
             raise LccError(f"monitor={self.monitor!r} would choose the best checkpoint on the test split; monitor a validation metric such as 'val_loss' or 'val_acc'.")
         for name in self.logger_names: check_choice(name, ("auto",) + LOGGERS, "logger")

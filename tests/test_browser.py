@@ -12,8 +12,9 @@ from lcc_nb.plotting import find_chromium
 from test_panels import write_panels_notebook
 
 CHROMIUM = find_chromium()
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chrome/Chromium found: install Debian's `chromium` "
-                                "(apt-get install -y chromium) or set BROWSER_PATH; these tests never download a browser")
+pytestmark = [pytest.mark.browser,   # `make test` runs these alone, after the parallel part: a loaded CPU makes JupyterLab miss its timeouts
+              pytest.mark.skipif(CHROMIUM is None, reason="no Chrome/Chromium found: install Debian's `chromium` "
+                                 "(apt-get install -y chromium) or set BROWSER_PATH; these tests never download a browser")]
 sync_api = pytest.importorskip("playwright.sync_api")
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost")

@@ -62,6 +62,23 @@ def test_kmeans_subsampled_seeding_matches_sklearn_inertia():
     assert ours <= 1.03 * theirs
 
 
+
+def test_kmeans_random_init_answers_as_faiss_own():
+    "init='random' (DeepCluster's originals: faiss' default) starts from k distinct data points; its inertia matches faiss' own k-means."
+    faiss = pytest.importorskip("faiss")
+    x, _ = toy_blobs(2000, k=20, dim=8, std=2.0, seed=6)
+    start = clustering.initial_centroids(x, 20, "random", seed=0)
+    assert len(np.unique(start, axis=0)) == 20 and all((x == c).all(1).any() for c in start)
+    ours = [clustering.kmeans(x, 20, seed=s, init="random", backend="faiss").inertia for s in range(6)]
+    def faiss_inertia(seed):
+        km = faiss.Kmeans(x.shape[1], 20, niter=20, seed=seed, max_points_per_centroid=10_000_000)
+        km.train(x)
+        return float(km.index.search(x, 1)[0].sum())
+    theirs = [faiss_inertia(s) for s in range(6)]
+    assert np.mean(ours) == pytest.approx(np.mean(theirs), rel=0.05)
+    plusplus = np.mean([clustering.kmeans(x, 20, seed=s, backend="faiss").inertia for s in range(6)])
+    assert plusplus < np.mean(ours)                     # k-means++ (the default recipe) starts better on this data
+
 # --- randomized PCA and random projection ---
 
 def _decaying(n=1500, d=200, decay=0.9, seed=2):

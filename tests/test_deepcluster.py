@@ -8,7 +8,7 @@ import torch
 from lcc_nb.clustering import kmeans
 from lcc_nb.data import get_dataset
 from lcc_nb.config import run_configs
-from lcc_nb.deepcluster import build_deepcluster, run_deepcluster
+from lcc_nb.deepcluster import DeepClusterPlugin, build_deepcluster, run_deepcluster
 from lcc_nb.deepcluster_config import DEEPCLUSTER_ROLES
 from lcc_nb.train import Plugin, Trainer
 from lcc_nb.metrics import nmi
@@ -47,7 +47,7 @@ def test_headline_pseudo_labels_beat_baselines_and_stabilise():
     assert not metrics["collapsed"] and metrics["clusters_empty"] == 0
 
 
-@pytest.mark.parametrize("contrastive", ["supcon", "two_views"])
+@pytest.mark.parametrize("contrastive", ["margin", "supcon", "two_views"])
 def test_contrastive_strategies_train_without_collapse(contrastive):
     run = run_deepcluster(**{**DIGITS, "epochs": 2, "contrastive": contrastive})
     metrics, last = run.metrics, run.train.history[-1]
@@ -128,3 +128,47 @@ def test_head_and_top_optimizer_fresh_or_kept(keep):
     assert (probe.heads[0] is probe.heads[1]) == keep
     assert probe.optimizer_states == ([0, 2] if keep else [0, 0])        # momentum of weight and bias carried over
     assert len(trainer.history) == 2 and "nmi_prev" in trainer.history[1]
+
+
+def test_kept_head_clusters_the_features_below_it():
+    "remove_head=False (luftmeer's default) keeps training one top layer, but k-means still gets the features below it, not its k logits."
+    configs = run_configs("deepcluster", DEEPCLUSTER_ROLES, settings={**SMALL, "epochs": 1, "remove_head": False})
+    model, plugin, trainer = build_deepcluster(configs)
+    shapes, cluster_rows = [], plugin.cluster_rows
+    plugin.cluster_rows = lambda rows, epoch: (shapes.append(rows.shape), cluster_rows(rows, epoch))[1]
+    trainer.fit()
+    assert plugin.feature_dim != SMALL["k"] and shapes == [(1437, plugin.feature_dim)]
+
+
+class Images(list):
+    "A stand-in dataset: items and `.targets`."
+    def __init__(self, targets): super().__init__(range(len(targets))); self.targets = np.asarray(targets)
+
+
+def test_unlabelled_split_says_no_labels():
+    "Labels of -1 (STL-10's unlabeled split): no NMI of 0 but 'no labels'; partly labelled: scored on the labelled samples, counted."
+    from lcc_nb.deepcluster_config import DeepClusterConfig
+    rows = np.random.default_rng(0).normal(size=(40, 6))
+    config = DeepClusterConfig(k=4, pca=False)
+    with pytest.warns(UserWarning, match="no labels"):
+        _, logs = DeepClusterPlugin(config, Images([-1] * 40), Images([-1] * 40)).cluster_rows(rows, 0)
+    assert logs["labelled"] == 0 and "nmi" not in logs and "acc" not in logs
+    half = [0, 1] * 10 + [-1] * 20
+    with pytest.warns(UserWarning, match="20 labelled samples of 40"):
+        labels, logs = DeepClusterPlugin(config, Images(half), Images(half)).cluster_rows(rows, 0)
+    assert logs["labelled"] == 20 and logs["nmi"] == pytest.approx(nmi(half[:20], labels[:20]))
+
+
+def test_pretrained_model_brings_its_own_preprocessing(tmp_path):
+    "Pretrained torchvision weights: the features and the training crops get the weights' normalisation and 3-channel input."
+    from lcc_nb.models import get_model
+    path = tmp_path/"resnet18.pt"
+    torch.save(get_model("resnet18", 10).state_dict(), path)
+    run = run_deepcluster(**{**SMALL, "model": "resnet18", "pretrained": str(path), "image_size": 32, "train_split": "test",
+                             "epochs": 1, "batch_size": 128})
+    eval_tf = run.plugin.eval_data.transform
+    assert "torchvision" in run.metrics["inputs"] and run.model.conv1.in_channels == 3
+    assert any(type(t).__name__ == "Normalize" and tuple(t.mean) == pytest.approx((0.485, 0.456, 0.406)) for t in eval_tf.transforms)
+    assert run.plugin.eval_data[0][0].shape == (3, 32, 32) and run.plugin.train_data[0][0].shape == (3, 32, 32)
+    plain = build_deepcluster(run_configs("deepcluster", DEEPCLUSTER_ROLES, settings={**SMALL, "epochs": 1}))[1]
+    assert plain.inputs == "the dataset's statistics" and plain.eval_data[0][0].shape == (1, 8, 8)

@@ -44,7 +44,7 @@ def test_no_repeated_blocks():
     repeats = {b: where for b, where in seen.items() if len(where) > 1}
     assert not repeats, "repeated blocks:\n" + "\n".join(f"{where}: {b[0]!r}..." for b, where in list(repeats.items())[:5])
 
-LIGHT = ("core", "config", "train_config", "data_config", "model_config", "cli", "__init__")
+LIGHT = ("core", "config", "parity", "train_config", "data_config", "model_config", "cli", "__init__")
 HEAVY = ("torch", "numpy", "timm", "transformers", "sklearn", "plotly", "pandas")
 
 def _imports(path:Path) -> set[str]:

@@ -147,3 +147,53 @@ def test_pretrained_weights_bring_their_own_preprocessing(tmp_path):
     assert run.model.conv1.in_channels == 3 and run.results["config"]["data"]["preprocessing"] == "auto"
     plain = run_lcc(model="lcc/small_cnn", epochs=0, lcc_submodules="", test_split="", progress=False)
     assert plain.results["method"]["inputs"] == "the dataset's tensors"   # random init: the dataset's own tensors
+
+
+# The README of altaris/lcc fine-tunes microsoft/resnet-18 on CIFAR-100 with this command (`uv run python -m lcc train ...`):
+README_COMMAND = ("microsoft/resnet-18 PRESET:cifar100 output_dir --batch-size 256 --head-name classifier.1 --logit-key logits "
+                  "--lcc-submodules resnet.encoder.stages.3 --lcc-warmup 1 --lcc-weight 0.01 --seed 123").split()
+
+
+def tiny_hub_resnet(folder):
+    "A stand-in for the hub's microsoft/resnet-18 saved with save_pretrained: a ResNet of the same family and submodule names"
+    " (4 stages, classifier.1 with 1000 outputs), random weights, and the ConvNeXt image processor the hub model has, at 32 px."
+    from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
+    torch.manual_seed(0)
+    config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 8, 8, 8], depths=[1, 1, 1, 1], layer_type="basic", num_labels=1000)
+    ResNetForImageClassification(config).save_pretrained(folder)
+    ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=0.875).save_pretrained(folder)
+    return str(folder)
+
+
+def test_reference_readme_command_runs(tmp_path, capsys):
+    """The README's command through `lcc_nb train`, translated only where it must be to run offline and short:
+    `uv run python -m lcc train` → `lcc_nb train --recipe reference` (the recipe holds the original's settings);
+    `microsoft/resnet-18` → a local directory with a tiny ResNet of the same family (`tiny_hub_resnet`), which the
+    reference recipe's pretrained=True loads as it would the hub's; `PRESET:cifar100` → `PRESET:digits` (the same 80/20
+    hold-out of the training split, and a test split); `output_dir` → a temporary folder; `--max-epochs 2` added."""
+    from lcc_nb.cli import main
+    translate = {"microsoft/resnet-18": tiny_hub_resnet(tmp_path/"resnet-18"), "PRESET:cifar100": "PRESET:digits",
+                 "output_dir": str(tmp_path/"out")}
+    argv = ["train", "--recipe", "reference", *[translate.get(a, a) for a in README_COMMAND], "--max-epochs", "2", "--no-progress"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    results = json.loads((tmp_path/"out"/"results.json").read_text())
+    data, train, lcc, model = (results["config"][role] for role in ("data", "train", "config", "model"))
+    assert (data["dataset"], data["train_split"], data["val_split"], data["test_split"]) == ("digits", "train[:80%]", "train[80%:]", "test")
+    assert (train["lr"], train["grad_clip"], train["shuffle"], train["test_weights"], train["seed"], train["epochs"]) == (0.1, 1.0, False, "last", 123, 2)
+    assert (lcc["lcc_submodules"], lcc["lcc_weight"], lcc["lcc_loss_weight_epochs"]) == (["resnet.encoder.stages.3"], 0.01, "lcc")
+    assert model["pretrained"] is True and model["head_name"] == "classifier.1"
+    assert "Normalize" in results["method"]["inputs"] and "CenterCrop(size=(32, 32))" in results["method"]["inputs"]   # the processor's
+    assert [h["epoch"] for h in results["method"]["history"]] == [1]                                              # warm-up of 1 epoch
+    assert 0 <= results["method"]["history"][0]["resnet.encoder.stages.3/misclustered_fraction"] <= 1
+    assert summary["test"]["test_acc"] == results["test"]["test_acc"] and "val_acc" in results["final"]
+
+
+def test_download_setting_reaches_get_dataset(monkeypatch):
+    import lcc_nb.lcc as lcc
+    seen = []
+    def recording(name, split, root, download, *args, **kwargs):
+        seen.append((split, download)); return get_dataset(name, split, root, False, *args, **kwargs)
+    monkeypatch.setattr(lcc, "get_dataset", recording)
+    run_lcc(epochs=0, download=True, test_split="", progress=False)
+    assert seen == [("train", True)]

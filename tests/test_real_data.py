@@ -70,3 +70,23 @@ def test_pretrained_mobilenet_with_its_own_preprocessing_sees_a_cat():
     x = transform_for(net)(Image.fromarray(chelsea()))
     with torch.no_grad(): top = net(x[None])[0].softmax(0).topk(3)
     assert 281 <= int(top.indices[0]) <= 285, top   # ImageNet's tabby / tiger cat / Persian / Siamese / Egyptian cat
+
+
+def same_tensors_without_pil(ds):
+    "Presets held as uint8 arrays give their default tensors without a PIL round trip, bit for bit what `to_tensor` gives."
+    from lcc_nb.data import to_tensor
+    assert ds.pixels is not None, ds
+    for i in (0, 7, len(ds) - 1):
+        fast, through_pil = ds[i][0], to_tensor(ds.images[i])
+        assert fast.dtype == through_pil.dtype and torch.equal(fast, through_pil), (ds, i)
+
+
+def test_in_memory_presets_skip_pil_with_the_same_values():
+    for ds in (get_dataset("digits"), get_dataset("shapes")): same_tensors_without_pil(ds)
+    ds.transform = lambda image: image.size   # a transform of the user's still receives the PIL image
+    assert ds[0][0] == (ds.image_size, ds.image_size)
+    assert get_dataset("digits", "train[:10]").pixels is None   # a view of the images: the PIL path, still correct
+
+
+def test_fashion_mnist_skips_pil_with_the_same_values(fashion_root):
+    same_tensors_without_pil(get_dataset("fashion_mnist", "test", root=fashion_root))

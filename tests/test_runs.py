@@ -92,6 +92,9 @@ EXPECTED_METRICS = {
     "llb": {"test_acc", "seconds"},
     "explore_latents": {"nmi", "seconds"},
     "use_trained_model": {"linear_probe_acc", "nmi", "seconds"},
+    "compare_methods": {f"{row}_{score}" for row in ("pixels", "pixels_pca", "ce", "lcc", "deepcluster", "cd", "llb")
+                        for score in ("nmi", "ari", "acc", "mc_fraction", "seconds")}
+                       | {"ce_test_acc", "lcc_test_acc", "llb_test_acc", "ce_llc", "lcc_llc", "seconds"},
 }
 
 @pytest.mark.parametrize("name", list_run_notebooks())
@@ -106,3 +109,8 @@ def test_run_notebook_smoke(name, tmp_path):
     if name == "quickstart":   # the demo's report opens offline: plotly.js and every figure are embedded in the page
         report = (tmp_path/name/"report.html").read_text()
         assert report.count("Plotly.newPlot") >= 4 and not re.search(r"<script[^>]*\bsrc=", report)
+    if name == "compare_methods":   # one table with the pixel baselines as rows, one scatter per method
+        report = (tmp_path/name/"report.html").read_text()
+        assert report.count("Plotly.newPlot") == 5 and "raw pixels + k-means" in report and "LCC on fc1" in report
+        assert all(0 <= metrics[f"{row}_nmi"] <= 1 for row in ("pixels", "ce", "lcc", "deepcluster", "cd", "llb")), metrics
+        assert metrics["ce_test_acc"] > 0.5, metrics   # one epoch on digits: well above chance (0.1)
