@@ -22,6 +22,7 @@ from .core import (LccError, atomic_save_json, atomic_write, check_choice, get_d
                          load_state_dict_checked, set_seed)
 from .config import config_dict, make_config, run_configs
 from .data import get_dataset, get_transform
+from .preprocessing import set_transform, transform_for
 from .data_config import DataConfig
 from .model_config import ModelConfig
 from .models import get_model
@@ -135,12 +136,18 @@ def _network(config:LLCConfig, data:DataConfig, model:ModelConfig, dataset) -> n
 def _load_weights(net:nn.Module, checkpoint:str) -> nn.Module:
     return load_state_dict_checked(net, load_checkpoint(checkpoint)["model"], source=checkpoint)
 
+def _use_model_inputs(net:nn.Module, data:DataConfig, *datasets):
+    "Give `datasets` the model's own preprocessing when `data.preprocessing` asks for it (auto: pretrained weights), as training had."
+    transform = transform_for(net, data.preprocessing, data.image_size, data.in_chans)
+    if transform is not None: set_transform(transform, *datasets)
+
 def _prepare(configs:dict) -> tuple:
     "Seed, then the training data's loader and the network (at `checkpoint` when given)."
     config, data, model = configs["config"], configs["data"], configs["model"]
     set_seed(config.seed)
     dataset = _dataset(data, data.train_split)
     net = _network(config, data, model, dataset)
+    _use_model_inputs(net, data, dataset)
     if config.checkpoint: _load_weights(net, config.checkpoint)
     return DataLoader(dataset, batch_size=config.batch_size, num_workers=0), net
 
@@ -234,8 +241,9 @@ def run_llc_checkpoints(config:LLCConfig|dict|None=None, # the sampler's setting
     config, data, model = configs["config"], configs["data"], configs["model"]
     if not config.checkpoint_dir: raise LccError("llc checkpoints needs checkpoint_dir: the folder of a training run's step-*.pt files.")
     set_seed(config.seed)
-    train = _dataset(data, data.train_split)
-    test_loader = DataLoader(_dataset(data, data.test_split), batch_size=config.batch_size) if data.test_split else None
+    train, test = _dataset(data, data.train_split), _dataset(data, data.test_split) if data.test_split else None
+    _use_model_inputs(_network(config, data, model, train), data, train, test)
+    test_loader = DataLoader(test, batch_size=config.batch_size) if test is not None else None
     out = Path(config.out_dir or Path(config.checkpoint_dir) / "llc")
     table = llc_over_checkpoints(config.checkpoint_dir, lambda: _network(config, data, model, train),
                                  DataLoader(train, batch_size=config.batch_size, num_workers=0), loss_fn=F.cross_entropy,
