@@ -81,6 +81,12 @@ def _indexed(dataset):
     return WithIndex(dataset)
 
 # %% ../nbs/09_train.ipynb #dd06d2f5
+def _config_plugins(config:TrainConfig) -> list:
+    "The plug-ins a TrainConfig asks for by itself: the LLC at every checkpoint (`llc_at_checkpoints`)."
+    if not config.llc_at_checkpoints: return []
+    from lcc_nb.llc_plugin import LLCPlugin   # the LLC modules import this one
+    return [LLCPlugin(config.llc_settings)]
+
 class Trainer:
     "The one training loop: model + data + config + plug-ins → checkpoints, logs, best validation model, test metrics."
     def __init__(self, model:nn.Module, # forward(x) returns outputs (logits for the cross-entropy loss)
@@ -92,7 +98,7 @@ class Trainer:
                  loss_fn:Callable|None=None, # loss_fn(outputs, y) replacing config.loss
                  record:dict|None=None): # {"method": name, "configs": {role: config}} for results.json
         self.config = config or TrainConfig()
-        self.model, self.plugins, self.record = model, list(plugins), _checked_record(record)
+        self.model, self.plugins, self.record = model, list(plugins) + _config_plugins(self.config), _checked_record(record)
         for p in self.plugins:
             if not isinstance(p, Plugin): raise LccError(f"plug-in {p!r} is not a lcc_nb.train.Plugin; subclass Plugin.")
         self.loss_fn = loss_fn or ({"cross_entropy": F.cross_entropy, None: None}[self.config.loss])

@@ -90,6 +90,8 @@ class TrainConfig:
     loggers:str="auto" # comma-separated csv,jsonl,tensorboard,wandb; auto = csv,jsonl (+tensorboard when installed)
     progress:bool=True # tqdm progress bars (rank 0 only)
     find_unused_parameters:bool=False # DDP option for models whose forward skips parameters
+    llc_at_checkpoints:bool=False # estimate the LLC at every checkpoint step while training (lcc_nb.llc_plugin.LLCPlugin; needs the loop's loss)
+    llc_settings:dict=field(default_factory=dict) # that estimate's SGLD settings by name, e.g. {"epsilon": 1e-4, "gamma": 100, "num_draws": 200}
 
     def __post_init__(self):
         for name in ("epochs", "warmup_steps", "warmup_epochs", "num_workers"): check_int(self, name, 0)
@@ -98,6 +100,7 @@ class TrainConfig:
         for name in ("lr", "weight_decay", "gamma", "loss_weight", "min_lr"): check_number(self, name, 0.0)
         for name in ("momentum", "beta2"): check_number(self, name, 0.0, 1.0)
         check_number(self, "grad_clip", 0.0, strict=True, optional=True)
+        if not isinstance(self.llc_settings, dict): raise LccError(f"llc_settings={self.llc_settings!r} must be a dict of SGLD settings, e.g. {{'epsilon': 1e-4}}.")
         self.milestones = sorted(int(m) for m in self.milestones)
         check_choice(self.optimizer, OPTIMIZERS, "optimizer")
         check_choice(self.scheduler, SCHEDULERS, "scheduler")
