@@ -5,6 +5,7 @@
 # %% ../nbs/17_runs.ipynb #12820a29
 from __future__ import annotations
 import ast, itertools, json, os, re, sys, threading, time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -92,7 +93,7 @@ def run_notebook(name:str|Path, # run notebook name or path
     executed = out_dir/"notebook.ipynb"
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
-    with _run_lock:
+    with _run_lock, _callers_data_root():
         try:
             pm.execute_notebook(str(source), str(executed), parameters=params, kernel_name=kernel_name,
                                 execution_timeout=cell_timeout, cwd=str(cwd or out_dir), **_progress_kwargs(progress))
@@ -100,6 +101,16 @@ def run_notebook(name:str|Path, # run notebook name or path
             raise RunError(f"run notebook {source.stem!r} failed in cell {e.cell_index}: {e.ename}: {e.evalue}. "
                            f"The partially executed notebook is {executed}", executed) from e
     return read_metrics(out_dir)
+
+@contextmanager
+def _callers_data_root():
+    "The kernel works in out_dir, maybe outside the project: it keeps the caller's data root (as $LCC_NB_DATA) unless one is set."
+    from lcc_nb.data import project_data_dir   # (lcc_nb.data imports torch: only when a notebook runs)
+    found = None if os.environ.get("LCC_NB_DATA") else project_data_dir()
+    if found is not None: os.environ["LCC_NB_DATA"] = str(found)
+    try: yield
+    finally:
+        if found is not None: os.environ.pop("LCC_NB_DATA", None)
 
 def _progress_kwargs(progress:bool) -> dict:
     "papermill's arguments that show (or hide) the executing cell and the notebook's streamed output."
