@@ -12,10 +12,10 @@ from typing import Any, Iterable
 from .core import LccError, ChoiceError, atomic_save_json, atomic_write, check_choice
 
 # %% auto #0
-__all__ = ['runs_folder', 'list_run_notebooks', 'find_notebook', 'notebook_parameters', 'notebook_command', 'accepted_parameters',
-           'check_parameters', 'RunError', 'run_notebook', 'read_metrics', 'grid_runs', 'run_name', 'sweep',
-           'executed_parameters', 'sweep_figure', 'write_report', 'subset_preset', 'latent_scores', 'pixel_baselines',
-           'parse_grid']
+__all__ = ['PATH_PARAMETERS', 'runs_folder', 'list_run_notebooks', 'find_notebook', 'notebook_parameters', 'notebook_command',
+           'accepted_parameters', 'check_parameters', 'RunError', 'run_notebook', 'callers_paths', 'read_metrics',
+           'grid_runs', 'run_name', 'sweep', 'executed_parameters', 'sweep_figure', 'write_report', 'subset_preset',
+           'latent_scores', 'pixel_baselines', 'parse_grid']
 
 # %% ../nbs/17_runs.ipynb #93ae5162
 def runs_folder() -> Path:
@@ -88,6 +88,7 @@ def run_notebook(name:str|Path, # run notebook name or path
     source = find_notebook(name)
     params = dict(params or {})
     check_parameters(source, params)
+    params = callers_paths(params)
     out_dir = Path(out_dir).resolve(); out_dir.mkdir(parents=True, exist_ok=True)
     if "out_dir" in notebook_parameters(source): params["out_dir"] = str(out_dir)
     executed = out_dir/"notebook.ipynb"
@@ -101,6 +102,18 @@ def run_notebook(name:str|Path, # run notebook name or path
             raise RunError(f"run notebook {source.stem!r} failed in cell {e.cell_index}: {e.ename}: {e.evalue}. "
                            f"The partially executed notebook is {executed}", executed) from e
     return read_metrics(out_dir)
+
+PATH_PARAMETERS = ("root", "checkpoint", "checkpoint_dir", "encoder_weight", "pretrained")
+
+def callers_paths(params:dict, # parameters of a run notebook
+                  cwd:str|Path|None=None # the caller's working folder (default: the current one)
+                 ) -> dict:
+    "`params` with each relative path among `PATH_PARAMETERS` that exists from `cwd` made absolute: the kernel works in out_dir."
+    cwd = Path(cwd or os.getcwd())
+    def absolute(key, value):
+        found = key in PATH_PARAMETERS and isinstance(value, str) and value and not Path(value).is_absolute() and (cwd/value).exists()
+        return str((cwd/value).resolve()) if found else value
+    return {key: absolute(key, value) for key, value in params.items()}
 
 @contextmanager
 def _callers_data_root():

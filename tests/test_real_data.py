@@ -90,3 +90,15 @@ def test_in_memory_presets_skip_pil_with_the_same_values():
 
 def test_fashion_mnist_skips_pil_with_the_same_values(fashion_root):
     same_tensors_without_pil(get_dataset("fashion_mnist", "test", root=fashion_root))
+
+
+def test_every_method_runs_on_real_images(fashion_root, tmp_path):
+    "compare_methods' smoke mode on Fashion-MNIST: CE, LCC, DeepCluster, CD, LLB and the LLC, 500 real training images, one epoch."
+    from lcc_nb.runs import run_notebook
+    metrics = run_notebook("compare_methods", {"smoke": True, "dataset": "fashion_mnist", "root": str(fashion_root),
+                                                "test_size": 1000}, tmp_path/"compare")
+    rows = ("pixels", "pixels_pca", "ce", "lcc", "deepcluster", "cd", "llb")
+    assert all(0 <= metrics[f"{row}_nmi"] <= 1 for row in rows), metrics
+    assert metrics["pixels_nmi"] > 0.4, metrics   # raw-pixel k-means on Fashion-MNIST: NMI ≈ 0.5
+    assert metrics["ce_test_acc"] > 0.3 and metrics["lcc_test_acc"] > 0.3, metrics   # chance: 0.1
+    assert all(f"{name}_llc" in metrics for name in ("ce", "lcc")), metrics
