@@ -239,6 +239,7 @@ CD_AUGMENTATION = {            # per-dataset `simclr_transform` options (config.
     "cifar10": dict(strength=0.5), "cifar100": dict(strength=0.5), "cifar100-20": dict(strength=0.5),
     "tiny-imagenet": dict(strength=0.5), "imagenet10": dict(blur=True),
     "digits": dict(min_scale=0.3, flip=False),
+    "fashion_mnist": dict(min_scale=0.2),   # an 8% crop of a 28×28 garment is an 8×8 patch (bench/cd_fashion_mnist.py)
     "shapes": dict(strength=0.5)}
 
 def cd_augmentation(dataset:str, # the preset (its entry of `CD_AUGMENTATION`)

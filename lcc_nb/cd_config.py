@@ -75,6 +75,13 @@ register_recipe("cd", "reference", "Hoper-J/Contrastive-Disentangling (c12be4e):
                 "k-means on 10% of the images every epoch", **_CD_COMMON, grad_clip=None, scheduler="none", epochs=1000,
                 image_size=224, projector_width=None, eval_every=1, eval_subset=0.1, kmeans_restarts=10, deterministic=True);
 
+# %% ../nbs/13a_cd_config.ipynb #bce13a12
+register_recipe("cd", "fashion_mnist", "A CPU budget on Fashion-MNIST (bench/cd_fashion_mnist.py): lcc/small_cnn width 16, 32 heads, "
+                "Adam 3e-3 with the cosine to 0, no clipping, batch 128, 9 epochs, crops of at least 20% of the image, "
+                "full-strength brightness/contrast jitter", **{**_CD_COMMON, "lr": 3e-3, "model": "lcc/small_cnn"},
+                model_options={"width": 16}, feature_num=32,
+                grad_clip=None, scheduler="cosine", epochs=9, eval_every=0, augmentation={"min_scale": 0.2, "strength": 1.0});
+
 # %% ../nbs/13a_cd_config.ipynb #7a066d0e
 _YAML, _TRAIN, _DATA = "config/config.yaml", "train.py", "dataset.py"
 _BEHAVIOURS = {

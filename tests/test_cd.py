@@ -149,3 +149,14 @@ def test_reference_readme_training_command_runs(tmp_path):
     weights = torch.load(list_checkpoints(tmp_path/"checkpoints")[-1], weights_only=True)["model"]
     assert weights["instance_projector.0.weight"].shape == (128, 128) and weights["feature_predictor.3.weight"].shape == (128, 128)
     assert "subset_feature_class_nmi" in results["history"][-1] and 0 <= results["method"]["feature_class_nmi"] <= 1
+
+# The `fashion_mnist` recipe (bench/cd_fashion_mnist.py, nbs/13_cd.ipynb) validates and runs: one epoch (14 steps) on the 1797 digits, seconds.
+def test_fashion_mnist_recipe_runs(tmp_path):
+    run = run_cd(recipe="fashion_mnist", dataset="digits", epochs=1, eval_subset=200, progress=False, out_dir=str(tmp_path))
+    config, train, net = run.configs["config"], run.configs["train"], run.configs["model"]
+    assert (net.model, net.model_options, config.feature_num, train.lr, train.grad_clip) == ("lcc/small_cnn", {"width": 16}, 32, 3e-3, None)
+    assert run.model.feature_dim == 128 and run.train.step == len(run.eval_data) // 128
+    views = cd_augmentation("digits", 8, **config.augmentation).transform.transforms
+    crop = next(t for t in views if type(t).__name__ == "RandomResizedCrop")
+    assert crop.scale == (0.2, 1.0) and _strength_and_blur(cd_augmentation("digits", 8, **config.augmentation)) == (1.0, False)
+    assert 0 <= run.metrics["backbone_class_nmi"] <= 1 and len(json.loads((tmp_path/"results.json").read_text())["history"]) == 1

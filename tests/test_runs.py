@@ -118,3 +118,13 @@ def test_run_notebook_smoke(name, tmp_path):
         assert report.count("Plotly.newPlot") == 5 and "raw pixels + k-means" in report and "LCC on fc1" in report
         assert all(0 <= metrics[f"{row}_nmi"] <= 1 for row in ("pixels", "ce", "lcc", "deepcluster", "cd", "llb")), metrics
         assert metrics["ce_test_acc"] > 0.5, metrics   # one epoch on digits: well above chance (0.1)
+
+@pytest.mark.parametrize("name", list_run_notebooks())
+def test_every_assignment_of_a_parameters_cell_is_a_parameter(name):
+    "papermill skips (with only a log line) a parameter line it cannot parse, e.g. a comment holding `=` and quotes."
+    import ast
+    from lcc_nb.runs import find_notebook
+    cell = next(c for c in nbformat.read(str(find_notebook(name)), as_version=4).cells
+                if "parameters" in c.get("metadata", {}).get("tags", []))
+    assigned = [t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets]
+    assert list(notebook_parameters(name)) == assigned, f"{name}: papermill sees {list(notebook_parameters(name))}"
