@@ -25,7 +25,8 @@ Make the devinterp environment (it shares this venv's torch through a .pth file,
     echo "$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')" \
         > /tmp/devinterp_venv/lib/python3.11/site-packages/main_venv.pth
     /tmp/devinterp_venv/bin/pip install --no-deps devinterp==1.3.2 einops
-Usage: OMP_NUM_THREADS=1 python bench/llc.py [--chains 8] [--draws 500] [--repeats 3] [--device cpu]
+Usage: OMP_NUM_THREADS=1 python bench/llc.py [--chains 8] [--draws 500] [--repeats 3] [--device cpu] [--profile]
+(--profile: also the time per step of each part of the sampler beyond the floor, each timed alone.)
 """
 import argparse, json, math, os, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -38,7 +39,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lcc_nb.llc import dataset_loss, default_nbeta, estimate_llc
 from lcc_nb import llc_estimator as estimator
-from lcc_nb.llc_estimator import ChainBatches, _fixed_tensors, _Flat, _VmapEngine
+from lcc_nb.llc_config import SGLDConfig
+from lcc_nb.llc_estimator import ChainBatches, NoiseStreams, _all_finite, _chain_seeds, _fixed_tensors, _Flat, _sample, _Step, _VmapEngine
 
 DEVINTERP_RUN = r'''
 import json, sys, time
@@ -149,6 +151,37 @@ def floor_and_sampler_per_step(model, loader, settings:dict, rounds:int=5, steps
     return best
 
 
+def overhead_profile(model, loader, settings:dict, steps:int=500, rounds:int=5) -> dict:
+    "Microseconds per SGLD step of the floor and of each part of the sampler beyond it, each timed alone (best of `rounds`):\n\n"
+    "the noise, the minibatch gather, the fused update, the finiteness check, and the whole loop around an engine that only\n"
+    "returns a stored loss and gradient (two copies), with the MALA statistic every 10 steps and never (10**9)."
+    device, chains = torch.device(settings["device"]), settings["chains"]
+    flat, clock = _Flat(model), _clock(device)
+    engine = _VmapEngine(model, flat, _fixed_tensors(model, flat, device), F.cross_entropy, device, None)
+    w0, seeds = flat.flatten(model, device).expand(chains, -1), _chain_seeds(0, chains)
+    batches = lambda: ChainBatches(loader, settings["batch_size"], [s[0] for s in seeds], device, steps)
+    noises = lambda: NoiseStreams([s[1] for s in seeds], w0.shape[1], device, w0.dtype, steps)
+    x, y = next(batches())
+    loss, grad = engine(w0, x, y)
+    config = lambda every: SGLDConfig(epsilon=settings["epsilon"], gamma=settings["gamma"], num_chains=chains, num_draws=steps, mala_every=every)
+    update, w, noise = _Step(w0, config(10), settings["nbeta"]), w0.clone(), torch.randn(w0.shape, device=device)
+    stored = lambda w, x, y: (loss.clone(), grad.clone())
+    def repeat(fn): return lambda: [fn() for _ in range(steps)]
+    def chained(make): return lambda: (lambda it: [next(it) for _ in range(steps)])(make())
+    parts = {"floor: batched forward + backward": repeat(lambda: engine(w0, x, y)), "noise": chained(noises),
+             "minibatch gather": chained(batches), "fused update (3 in-place ops)": repeat(lambda: update.fused(w, grad, noise)),
+             "finiteness check (one sum)": repeat(lambda: _all_finite(loss, w)), "stored engine (2 copies)": repeat(lambda: stored(w0, x, y)),
+             "loop, stored engine, MALA every 10": lambda: _sample(stored, w0, batches(), noises(), config(10), settings["nbeta"]),
+             "loop, stored engine, no MALA": lambda: _sample(stored, w0, batches(), noises(), config(10**9), settings["nbeta"])}
+    out = {}
+    for name, fn in parts.items():
+        fn(); best = math.inf
+        for _ in range(rounds):
+            start = clock(); fn(); best = min(best, clock() - start)
+        out[name] = best / steps * 1e6
+    return out
+
+
 def pooled_estimate(runs:list) -> dict:
     "The chains of every repeat (one seed each) pooled: mean, standard error, and the per-seed means."
     chains = np.concatenate([run["per_chain"] for run in runs])
@@ -163,6 +196,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=64); p.add_argument("--epsilon", type=float, default=1e-4)
     p.add_argument("--gamma", type=float, default=100.0); p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--profile", action="store_true", help="also time each part of the sampler beyond its floor")
     p.add_argument("--devinterp-python", default=os.environ.get("DEVINTERP_PYTHON", "/tmp/devinterp_venv/bin/python"))
     args = p.parse_args()
     threads = torch.get_num_threads()
@@ -206,6 +240,10 @@ def main():
     print(f"sampler {timing['sampler'] * 1e3:.3f} ms per step, floor (one batched forward + backward of {args.chains} chains) "
           f"{timing['floor'] * 1e3:.3f} ms: {timing['sampler'] / timing['floor']:.2f}x the floor measured alone, "
           f"{timing['in_situ_ratio']:.2f}x the floor's calls inside the sampler (target <= 1.3x; {clock}, best of 5)")
+    if args.profile:
+        profile = overhead_profile(model, loader, settings)
+        floor = profile["floor: batched forward + backward"]
+        for name, us in profile.items(): print(f"  {name:40s} {us:8.1f} us per step  {us / floor:6.1%} of the floor")
 
 
 if __name__ == "__main__":

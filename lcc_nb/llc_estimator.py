@@ -4,7 +4,7 @@
 
 # %% ../nbs/11b_llc_estimator.ipynb #66a6e637
 from __future__ import annotations
-import json, math, time, warnings
+import itertools, json, math, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,7 +21,7 @@ from .config import config_dict, make_config
 from .llc_config import SGLDConfig
 
 # %% auto #0
-__all__ = ['AMP_DTYPES', 'VMAP_ERRORS', 'nbeta_from_size', 'default_nbeta', 'nbeta_from_dataset', 'dataset_loss',
+__all__ = ['BLOCK_BYTES', 'AMP_DTYPES', 'VMAP_ERRORS', 'nbeta_from_size', 'default_nbeta', 'nbeta_from_dataset', 'dataset_loss',
            'init_loss_batch_count', 'mala_acceptance_prob', 'loader_population', 'ChainBatches', 'NoiseStreams',
            'LLCResult', 'vmap_failure', 'estimate_llc', 'quadratic_expected_llc', 'NormalCrossing',
            'normal_crossing_lc', 'normal_crossing_tempered_llc']
@@ -61,8 +61,7 @@ def dataset_loss(model:nn.Module, # evaluated in its current mode (call `.eval()
     device = get_device(device) if device is not None else next(iter(tensors.values())).device
     total, count = torch.zeros((), dtype=torch.float64, device=device), 0
     with torch.no_grad(), _autocast(device, amp_dtype):
-        for i, batch in enumerate(loader):
-            if max_batches is not None and i >= max_batches: break
+        for batch in loader if max_batches is None else itertools.islice(loader, max_batches):   # no (k+1)-th batch is fetched
             x, y = batch[0].to(device), batch[1].to(device)
             loss = loss_fn(functional_call(model, tensors, (x,)), y)
             total += loss.double() * len(y); count += len(y)
@@ -97,40 +96,58 @@ def _chain_seeds(seed:int, num_chains:int) -> list[tuple[int, int]]:
     return [tuple(int(s) for s in child.generate_state(2)) for child in np.random.SeedSequence(seed).spawn(num_chains)]
 
 def loader_population(loader:DataLoader) -> torch.Tensor|None:
-    "The dataset indices `loader`'s sampler draws from, in one pass (None: every index, e.g. shuffle=True or False)."
+    "The dataset indices `loader`'s sampler draws from in one pass, sorted (None: every index, e.g. shuffle=True or False).\n\n"
+    "Sorted: a random sampler's pass order (e.g. SubsetRandomSampler's) would make the chains' streams depend on torch's global generator."
     if type(loader.batch_sampler) is not BatchSampler:
         raise LccError(f"the loader has a custom batch_sampler ({type(loader.batch_sampler).__name__}); SGLD draws its own "
                        "minibatches per chain: give the loader a sampler= (e.g. SubsetRandomSampler) instead.")
     sampler, n = loader.sampler, len(loader.dataset)
     if isinstance(sampler, SequentialSampler) or isinstance(sampler, RandomSampler) and not sampler.replacement and sampler.num_samples == n:
         return None
-    return torch.as_tensor(list(sampler), dtype=torch.long)
+    return torch.as_tensor(sorted(sampler), dtype=torch.long)
+
+BLOCK_BYTES = 2**22   # a TensorDataset's minibatches are gathered up to this many bytes (at most 32 steps) at a time
 
 class ChainBatches:
     "Per-chain minibatch streams over a loader's samples: `next()` gives `(x, y)` stacked as (chains, B, ...)."
     def __init__(self, loader:DataLoader, # its dataset, sampler (which samples) and collate_fn (how they are batched) are used
                  batch_size:int, # B (capped at the number of samples)
                  seeds:Sequence[int], # one batch-order seed per chain
-                 device=None):
+                 device=None,
+                 steps:int|None=None): # the number of minibatches that will be drawn (none is gathered beyond it); None: unknown
         self.dataset, self.collate, self.device = loader.dataset, loader.collate_fn, device
         self.population = loader_population(loader)
         self.n = len(self.dataset) if self.population is None else len(self.population)
         self.batch_size = min(batch_size, self.n)
         self.generators = [torch.Generator().manual_seed(s) for s in seeds]
         self.orders, self.position = None, self.n   # all chains walk their own order in lockstep
+        self.tensors = self.dataset.tensors[:2] if isinstance(self.dataset, TensorDataset) and self.collate is default_collate else None
+        self.block, self.block_steps, self.left = [], self._block_steps(len(seeds)), steps
+
+    def _block_steps(self, chains:int) -> int:
+        "Steps gathered at once from a TensorDataset: ≤ BLOCK_BYTES and ≤ 32 (1: other datasets, one collate per step)."
+        if self.tensors is None: return 1
+        step_bytes = max(1, chains * self.batch_size * sum(t[0].numel() * t.element_size() for t in self.tensors))
+        return max(1, min(32, BLOCK_BYTES // step_bytes))
+
+    def take(self, steps:int) -> torch.Tensor:
+        "The indices of the next (at most) `steps` minibatches of every chain, (steps, chains, B), all from the current pass."
+        if self.position + self.batch_size > self.n:        # a pass is used up: every chain reshuffles
+            orders = torch.stack([torch.randperm(self.n, generator=g) for g in self.generators])
+            self.orders, self.position = orders if self.population is None else self.population[orders], 0
+        steps = min(steps, (self.n - self.position) // self.batch_size)
+        block = self.orders[:, self.position:self.position + steps * self.batch_size]
+        self.position += steps * self.batch_size
+        return block.reshape(len(block), steps, self.batch_size).transpose(0, 1)
 
     def indices(self) -> torch.Tensor:
         "The next minibatch indices of every chain, (chains, B); every chain reshuffles when its pass is used up."
-        if self.position + self.batch_size > self.n:
-            orders = torch.stack([torch.randperm(self.n, generator=g) for g in self.generators])
-            self.orders, self.position = orders if self.population is None else self.population[orders], 0
-        self.position += self.batch_size
-        return self.orders[:, self.position - self.batch_size:self.position]
+        return self.take(1)[0]
 
     def fetch(self, idx:torch.Tensor):
-        "Inputs and targets of the samples `idx` (chains, B), shaped (chains, B, ...)."
-        if isinstance(self.dataset, TensorDataset) and self.collate is default_collate:
-            x, y = self.dataset.tensors[0][idx], self.dataset.tensors[1][idx]
+        "Inputs and targets of the samples `idx` (chains, B), shaped (chains, B, ...) (a TensorDataset: any (..., B))."
+        if self.tensors is not None:                          # one index_select per tensor, whatever idx's shape
+            x, y = (t.index_select(0, idx.reshape(-1)).view(*idx.shape, *t.shape[1:]) for t in self.tensors)
         else:
             batches = [self.collate([self.dataset[i] for i in row.tolist()]) for row in idx]
             try: x, y = (torch.stack([b[k] for b in batches]) for k in (0, 1))
@@ -139,22 +156,32 @@ class ChainBatches:
                                "stacks them: make collate_fn pad to a fixed size.") from None
         return x.to(self.device), y.to(self.device)
 
-    def __next__(self): return self.fetch(self.indices())
+    def __next__(self):
+        if self.block_steps == 1: return self.fetch(self.indices())
+        if not self.block:                                    # the minibatches of the next steps, gathered at once
+            x, y = self.fetch(self.take(self.block_steps if self.left is None else max(1, min(self.block_steps, self.left))))
+            self.block = list(zip(x.unbind(0), y.unbind(0)))[::-1]
+        if self.left is not None: self.left -= 1
+        return self.block.pop()
 
 # %% ../nbs/11b_llc_estimator.ipynb #cb4b3f00
 class NoiseStreams:
-    "Per-chain N(0, I) streams: `next()` gives (chains, D); drawn `chunk` steps at a time to save calls."
-    def __init__(self, seeds:Sequence[int], dim:int, device, dtype=torch.float32):
+    "Per-chain N(0, I) streams: `next()` gives (chains, D); each chain refills its rows of one buffer `chunk` steps at a time."
+    def __init__(self, seeds:Sequence[int], dim:int, device, dtype=torch.float32,
+                 steps:int|None=None): # the number of steps that will be drawn (the last chunk is cut to them); None: unknown
         self.generators = [torch.Generator(device).manual_seed(s) for s in seeds]
-        self.dim, self.device, self.dtype = dim, device, dtype
         self.chunk = max(1, min(32, 2**21 // dim))   # ≤ 8 MiB per chain; depends on D only, so every engine sees the same noise
-        self.buffer, self.position = None, self.chunk
+        self.buffer = torch.empty(len(seeds), self.chunk, dim, device=device, dtype=dtype)
+        self.position = self.rows = 0                 # rows: the steps of the buffer drawn at the last refill
+        self.left = steps
     def __next__(self) -> torch.Tensor:
-        if self.position == self.chunk:
-            self.buffer = torch.stack([torch.randn(self.chunk, self.dim, generator=g, device=self.device, dtype=self.dtype)
-                                       for g in self.generators])
+        "The next step's noise, (chains, D): a view of the buffer, valid until the next call."
+        if self.position == self.rows:
+            self.rows = self.chunk if self.left is None else max(1, min(self.chunk, self.left))
+            for rows, generator in zip(self.buffer, self.generators): rows[:self.rows].normal_(generator=generator)   # = torch.randn
             self.position = 0
         self.position += 1
+        if self.left is not None: self.left -= 1
         return self.buffer[:, self.position - 1]
 
 # %% ../nbs/11b_llc_estimator.ipynb #08da8f5b
@@ -206,39 +233,52 @@ class _SequentialEngine:
         return loss.detach()[None], grad[None]
 
 # %% ../nbs/11b_llc_estimator.ipynb #a4974332
-def _sqnorm(t:torch.Tensor) -> torch.Tensor: return (t**2).sum(-1, dtype=torch.float64)
+def _dot(a:torch.Tensor, b:torch.Tensor) -> torch.Tensor:
+    "Per-chain dot products (chains,) of (chains, D) tensors, returned in fp64."
+    return torch.linalg.vecdot(a, b).double()
 
 def _drift(grad, w, w0, *, nbeta, gamma, weight_decay) -> torch.Tensor:
     "∇U(w) = nβ·∇L_m(w) + γ(w − w₀) + wd·w per chain (chains, D): the SGLD drift (computed in `grad`'s memory)."
     drift = grad.mul_(nbeta).add_(w - w0, alpha=gamma) if gamma else grad.mul_(nbeta)
     return drift.add_(w, alpha=weight_decay) if weight_decay else drift
 
-def _potential(loss, w, w0, *, nbeta, gamma, weight_decay) -> torch.Tensor:
-    "U(w) = nβ·L_m(w) + (γ/2)‖w − w₀‖² + (wd/2)‖w‖² per chain (chains,), in fp64; only the MALA statistic needs it."
-    potential = nbeta * loss.double() + gamma/2 * _sqnorm(w - w0)
-    return potential + weight_decay/2 * _sqnorm(w) if weight_decay else potential
-
 class _Acceptance:
     "The running MALA acceptance of every chain, by the statistic `config.acceptance`, every `mala_every`-th step."
     def __init__(self, engine, config:SGLDConfig, terms:dict, chains:int, device):
         self.engine, self.config, self.terms, self.previous = engine, config, terms, None
         self.total, self.count = torch.zeros(chains, dtype=torch.float64, device=device), 0
+        self.every, self.devinterp = config.mala_every, config.acceptance == "devinterp"
+
+    def needs(self, sampled:int) -> bool:
+        "Whether the step `sampled` steps after burn-in enters the statistic: measured, or (devinterp) just before one."
+        return sampled >= 0 and (sampled % self.every == 0 or self.devinterp and (sampled + 1) % self.every == 0)
 
     def update(self, sampled:int, w, new_w, loss, drift, x, y, ok:torch.Tensor):
         "Account the step w → new_w taken `sampled` steps after burn-in (`ok`: chains alive with finite values)."
-        measured = sampled >= 0 and sampled % self.config.mala_every == 0
-        if self.config.acceptance == "devinterp":    # the previous step's transition, each end on its own minibatch
+        measured = sampled >= 0 and sampled % self.every == 0
+        if self.devinterp:                            # the previous step's transition, each end on its own minibatch
+            state = self._state(loss, w, drift) if sampled >= 0 else None
             if measured and self.previous is not None:
-                w_prev, loss_prev, drift_prev, ok_prev = self.previous
-                accept = mala_acceptance_prob(w_prev, w, drift_prev, drift, _potential(loss_prev, w_prev, **self.terms),
-                                              _potential(loss, w, **self.terms), self.config.epsilon)
-                self._add(accept, ok & ok_prev)
-            self.previous = (w, loss, drift, ok) if sampled >= 0 else None
+                previous, ok_previous = self.previous
+                self._add(self._accept(previous, state), ok & ok_previous)
+            self.previous = None if state is None else (state, ok)
         elif measured:                                # this step, both ends on its minibatch (one more pass)
             new_loss, new_grad = self.engine(new_w, x, y)
-            accept = mala_acceptance_prob(w, new_w, drift, _drift(new_grad, new_w, **self.terms), _potential(loss, w, **self.terms),
-                                          _potential(new_loss, new_w, **self.terms), self.config.epsilon)
-            self._add(accept, ok)
+            end = self._state(new_loss, new_w, _drift(new_grad, new_w, **self.terms))
+            self._add(self._accept(self._state(loss, w, drift), end), ok)
+
+    def _state(self, loss, w, drift) -> tuple:
+        "One end of a step: w, ∇U(w), U(w) = nβ·L_m(w) + (γ/2)‖w − w₀‖² + (wd/2)‖w‖² (fp64) and ‖∇U(w)‖²."
+        t, away = self.terms, w - self.terms["w0"]
+        potential = t["nbeta"] * loss.double() + t["gamma"]/2 * _dot(away, away)
+        if t["weight_decay"]: potential = potential + t["weight_decay"]/2 * _dot(w, w)
+        return w, drift, potential, _dot(drift, drift)
+
+    def _accept(self, start:tuple, end:tuple) -> torch.Tensor:
+        "`mala_acceptance_prob` of start → end with its two Gaussian kernels expanded (no difference of two large sums)."
+        (w0, d0, u0, dd0), (w1, d1, u1, dd1) = start, end
+        log_ratio = u0 - u1 + _dot(w1 - w0, d0 + d1) / 2 + self.config.epsilon / 8 * (dd0 - dd1)
+        return torch.exp(torch.clamp(log_ratio, max=0.0))
 
     def _add(self, accept, ok):
         self.total += torch.where(ok, accept.nan_to_num(0.0), 0.0); self.count += 1
@@ -246,32 +286,63 @@ class _Acceptance:
     def per_chain(self, alive:torch.Tensor) -> torch.Tensor:
         return torch.where(alive, (self.total / max(self.count, 1)).float(), float("nan"))
 
+# %% ../nbs/11b_llc_estimator.ipynb #27ffeb53
+class _Step:
+    "One SGLD step of every chain: w − (ε/2)·∇U(w) + √ε·ξ, in place on w unless the MALA statistic keeps w and ∇U."
+    def __init__(self, w0:torch.Tensor, config:SGLDConfig, nbeta:float):
+        self.terms = dict(w0=w0, nbeta=nbeta, gamma=config.gamma, weight_decay=config.weight_decay)
+        self.epsilon, self.prior = config.epsilon, config.gamma + config.weight_decay
+        self.target = w0 * (config.gamma / self.prior) if config.weight_decay else w0   # γw₀/(γ + wd): 0 when γ = 0
+        self.grad_scale, self.noise_scale = -config.epsilon / 2 * nbeta, math.sqrt(config.epsilon)
+
+    def fused(self, w, grad, noise) -> torch.Tensor:
+        "w ← lerp(w, target, ε(γ + wd)/2) − (ε nβ/2)·∇L_m + √ε·ξ: γ(w − w₀) + wd·w in one op, in w's memory."
+        if self.prior: w = w.lerp_(self.target, self.epsilon / 2 * self.prior)
+        return w.add_(grad, alpha=self.grad_scale).add_(noise, alpha=self.noise_scale)
+
+    def kept(self, w, grad, noise) -> tuple:
+        "The new weights in new memory, and the drift ∇U(w) (in grad's memory)."
+        drift = _drift(grad, w, **self.terms)
+        return torch.add(w, drift, alpha=-self.epsilon / 2).add_(noise, alpha=self.noise_scale), drift
+
+def _all_finite(loss, w) -> bool:
+    "Whether every chain's loss and weights are finite: one sum of each, read once (NaN and inf propagate through a sum)."
+    return math.isfinite((w.sum() + loss.sum()).item())
+
+def _nan_after_divergence(losses:np.ndarray, diverged_at:list, config:SGLDConfig) -> np.ndarray:
+    "(chains, draws) losses with the draws taken at or after each chain's divergence step set to NaN."
+    thin = config.steps_between_draws
+    draw_steps = config.num_burnin + np.arange(config.num_draws) * thin + thin - 1
+    for c, step in enumerate(diverged_at):
+        if step is not None: losses[c, draw_steps >= step] = np.nan
+    return losses
+
 def _sample(engine, w0:torch.Tensor, # (chains, D) the starting weights of every chain
             batches:ChainBatches, noise:NoiseStreams, config:SGLDConfig, nbeta:float) -> dict:
     "Run SGLD chains from w0; the draw losses, divergence flags and MALA acceptance of every chain."
-    chains, device, epsilon, thin = w0.shape[0], w0.device, config.epsilon, config.steps_between_draws
-    terms = dict(w0=w0, nbeta=nbeta, gamma=config.gamma, weight_decay=config.weight_decay)
-    losses = torch.full((chains, config.num_draws), float("nan"), dtype=torch.float32, device=device)
-    alive = torch.ones(chains, dtype=torch.bool, device=device)
-    diverged_at, acceptance, w = [None]*chains, _Acceptance(engine, config, terms, chains, device), w0.clone()
+    chains, device, thin, update = w0.shape[0], w0.device, config.steps_between_draws, _Step(w0, config, nbeta)
+    draws, alive = [], torch.ones(chains, dtype=torch.bool, device=device)
+    diverged_at, acceptance, w = [None]*chains, _Acceptance(engine, config, update.terms, chains, device), w0.clone()
     for step in tqdm(range(config.num_burnin + config.num_draws * thin), disable=not config.progress, desc="SGLD", leave=False):
         x, y = next(batches)
         loss, grad = engine(w, x, y)
-        drift = _drift(grad, w, **terms)
-        new_w = torch.add(w, drift, alpha=-epsilon/2).add_(next(noise), alpha=math.sqrt(epsilon))
-        finite = torch.isfinite(loss + new_w.sum(-1))                             # the loss and the new weights
         sampled = step - config.num_burnin
-        if sampled >= 0 and (sampled + 1) % thin == 0:                            # the last step of each block is a draw
-            losses[:, sampled // thin] = torch.where(alive & finite, loss.float(), float("nan"))
-        acceptance.update(sampled, w, new_w, loss, drift, x, y, alive & finite)
-        newly_diverged = alive & ~finite
-        if newly_diverged.any():
-            for c in torch.nonzero(newly_diverged).flatten().tolist(): diverged_at[c] = step
+        kept = acceptance.needs(sampled)
+        new_w, drift = update.kept(w, grad, next(noise)) if kept else (update.fused(w, grad, next(noise)), None)
+        all_finite = _all_finite(loss, new_w)
+        finite = alive if all_finite else torch.isfinite(loss) & torch.isfinite(new_w).all(-1)
+        if sampled >= 0 and (sampled + 1) % thin == 0: draws.append(loss)       # the last step of each block is a draw
+        if kept: acceptance.update(sampled, w, new_w, loss, drift, x, y, alive & finite)
+        if not all_finite:
+            for c in torch.nonzero(alive & ~finite).flatten().tolist(): diverged_at[c] = step
             alive &= finite
             if not alive.any(): break
             new_w = torch.where(alive[:, None], new_w, w0)                  # a stopped chain stays parked at w₀
         w = new_w
-    return {"losses": losses.cpu().numpy(), "diverged_at": diverged_at, "mala": acceptance.per_chain(alive).cpu().numpy()}
+    losses = torch.full((config.num_draws, chains), float("nan"), dtype=torch.float32)
+    if draws: losses[:len(draws)] = torch.stack(draws).float().cpu()
+    losses = _nan_after_divergence(losses.T.numpy().copy(), diverged_at, config)
+    return {"losses": losses, "diverged_at": diverged_at, "mala": acceptance.per_chain(alive).cpu().numpy()}
 
 # %% ../nbs/11b_llc_estimator.ipynb #7d9c9338
 @dataclass
@@ -346,16 +417,16 @@ def _run_chains(problem:_Problem, config:SGLDConfig, nbeta:float, vectorised:boo
     "All chains in one vmapped group, or one chain at a time; the raw output of `_sample` per group."
     seeds, p = _chain_seeds(config.seed, config.num_chains), problem
     groups = [list(range(len(seeds)))] if vectorised else [[c] for c in range(len(seeds))]
-    outs = []
+    outs, steps = [], config.num_burnin + config.num_draws * config.steps_between_draws
     for chains in groups:
-        batches = ChainBatches(p.loader, p.batch_size, [seeds[c][0] for c in chains], p.device)
-        noise = NoiseStreams([seeds[c][1] for c in chains], len(p.w0), p.device, p.w0.dtype)
+        batches = ChainBatches(p.loader, p.batch_size, [seeds[c][0] for c in chains], p.device, steps)
+        noise = NoiseStreams([seeds[c][1] for c in chains], len(p.w0), p.device, p.w0.dtype, steps)
         outs.append(_sample(p.engine(vectorised), p.w0.expand(len(chains), -1), batches, noise, config, nbeta))
     return outs
 
 def vmap_failure(problem:_Problem) -> str|None:
     "Why vmap cannot run the model (None: it can), from one vmapped step of two chains; other errors are raised."
-    x, y = next(ChainBatches(problem.loader, problem.batch_size, [0, 1], problem.device))
+    x, y = next(ChainBatches(problem.loader, problem.batch_size, [0, 1], problem.device, steps=1))
     try: problem.engine(True)(problem.w0.expand(2, -1), x, y)
     except (RuntimeError, NotImplementedError, ValueError) as e:
         if isinstance(e, NotImplementedError) or any(word in str(e).lower() for word in VMAP_ERRORS): return f"{type(e).__name__}: {e}"
@@ -402,6 +473,13 @@ def _sampling_seed(seed:int) -> int:
     "The seed of torch's global generator while sampling (dropout in train mode draws from it)."
     return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
 
+def _seed_sampling(seed:int, device:torch.device):
+    "Seed the global generators dropout draws from: the CPU's and the sampling device's (those `fork_rng` restores)."
+    torch.default_generator.manual_seed(_sampling_seed(seed))
+    if device.type == "cuda":
+        with torch.cuda.device(device): torch.cuda.manual_seed(_sampling_seed(seed))
+    elif device.type == "mps": torch.mps.manual_seed(_sampling_seed(seed))
+
 def estimate_llc(model:nn.Module, # the model at w* (not modified)
                  loader:DataLoader, # training data: each chain draws minibatches of its samples (its sampler, its collate_fn); its batches give the init loss
                  config:SGLDConfig|dict|None=None, # the sampler's settings (`lcc_nb.llc_config.SGLDConfig`), or give them by name
@@ -419,7 +497,7 @@ def estimate_llc(model:nn.Module, # the model at w* (not modified)
         problem = _Problem(model, flat, flat.flatten(model, device), loader, batch_size, loss_fn, device, amp_dtype)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             vectorised = _vectorised(problem, config)
-            torch.manual_seed(_sampling_seed(config.seed))
+            _seed_sampling(config.seed, device)
             t0 = time.perf_counter()
             init_loss = dataset_loss(model, loader, loss_fn, tensors=flat.unflatten(problem.w0) | _fixed_tensors(model, flat, device),
                                      device=device, max_batches=init_loss_batch_count(config.init_loss_batches, config.num_chains),

@@ -39,6 +39,7 @@ class LLCPlugin(Plugin):
         self.seeding = check_choice(seeding, SEEDINGS, "seeding")
         self.data, self.loss_fn, self.rows = data, loss_fn, {}
 
+    def setup(self, trainer): self._loss_fn(trainer)          # no loss: refused before training starts
     def on_epoch_start(self, trainer):
         if trainer.step == 0 and 0 in trainer.checkpoint_steps: self.measure(trainer, trainer.epoch)
     def after_step(self, trainer):
@@ -54,18 +55,28 @@ class LLCPlugin(Plugin):
 # %% ../nbs/11d_llc_plugin.ipynb #7a7970db
 @patch
 def _loader(self:LLCPlugin, trainer) -> DataLoader:
-    "`data` as a loader: a DataLoader as it is; a Dataset (default: the loop's training set) in batches of `batch_size`."
+    "`data` as a loader: a DataLoader as it is; a Dataset (default: the loop's training set) in batches of `batch_size` (default: the loop's global batch)."
     if isinstance(self.data, DataLoader): return self.data
     dataset = self.data if self.data is not None else trainer.train_data.dataset
-    return DataLoader(dataset, batch_size=self.sampler.batch_size or trainer.config.batch_size, num_workers=0)
+    return DataLoader(dataset, batch_size=self.sampler.batch_size or trainer.config.batch_size * trainer.world_size, num_workers=0)
+
+@patch
+def _loss_fn(self:LLCPlugin, trainer) -> Callable:
+    "The loss of the estimates: `loss_fn`, else the loop's; an error saying what to pass when neither exists."
+    loss_fn = self.loss_fn or trainer.loss_fn
+    if loss_fn is None:
+        raise LccError("LLCPlugin needs a loss and this loop has none (config.loss=None: the method's plug-in computes its own "
+                       "loss, as DeepCluster's does). Pass loss_fn= to LLCPlugin, e.g. Trainer(..., plugins=[method_plugin, "
+                       "LLCPlugin(settings, loss_fn=F.cross_entropy)]) when the model's outputs are logits of the training "
+                       "set's labels; llc_at_checkpoints cannot, since a setting does not carry a loss function.")
+    return loss_fn
 
 @patch
 def measure(self:LLCPlugin, trainer, epoch:int) -> dict|None:
     "Estimate the LLC of the model's current weights at `trainer.step` (rank 0, once per step); its row."
     step = trainer.step
     if not trainer.is_main or step in self.rows: return self.rows.get(step)
-    loss_fn = self.loss_fn or trainer.loss_fn
-    if loss_fn is None: raise LccError("LLCPlugin needs a loss: the loop has none (config.loss=None); pass loss_fn=... to LLCPlugin.")
+    loss_fn = self._loss_fn(trainer)
     seed = self.sampler.seed if self.seeding == "common" else point_seed(self.sampler.seed, step)
     result = estimate_llc(trainer.model, self._loader(trainer), self.sampler, loss_fn=loss_fn, seed=seed)
     self.rows[step] = row = _row(result, step, epoch)

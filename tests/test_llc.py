@@ -218,3 +218,49 @@ def test_normal_crossing_2_2_devinterp_protocol():
                            num_draws=5000, seed=42, init_loss_batches="first_batches")   # nβ = default_nbeta(1000), no burn-in
     assert res.nbeta == pytest.approx(1000 / math.log(1000))
     assert res.mean - 3.5 * res.std < 0.25 < res.mean + 3.5 * res.std, (res.mean, res.std)
+
+# ---- LLCPlugin under DDP -----------------------------------------------------------------------------------------------
+
+def _fit_digits_with_llc(batch_size:int, out_dir=None) -> list:
+    "A small MLP trained on digits with `llc_at_checkpoints` (batch_size per process: the same global batch at any world size);\n"
+    "every rank's plug-in rows and its number of `estimate_llc` calls, in rank order."
+    from sklearn.datasets import load_digits
+    from lcc_nb import llc_plugin
+    from lcc_nb.distributed import all_gather_object
+    from lcc_nb.train import TrainConfig, Trainer
+    torch.set_num_threads(1)
+    digits = load_digits()
+    data = TensorDataset(torch.tensor(digits.data[:512] / 16, dtype=torch.float32), torch.tensor(digits.target[:512]))
+    calls, estimate = [], llc_plugin.estimate_llc
+    llc_plugin.estimate_llc = lambda *a, **kw: calls.append(1) or estimate(*a, **kw)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    cfg = TrainConfig(epochs=2, batch_size=batch_size, optimizer="sgd", lr=0.1, momentum=0.9, progress=False, out_dir=out_dir,
+                      checkpoint_steps=[0, 5], llc_at_checkpoints=True,          # the SGLD batch: the loop's global batch
+                      llc_settings={"epsilon": 1e-4, "gamma": 100.0, "num_chains": 2, "num_draws": 30})
+    trainer = Trainer(model, data, config=cfg)
+    result = trainer.fit()
+    rows = trainer.plugins[-1].table().to_dict("records")
+    return all_gather_object({"rows": rows, "calls": len(calls), "history": [h.get("llc_mean") for h in result.history],
+                              "weights": {k: v.detach().clone() for k, v in model.state_dict().items()}})
+
+def test_llc_plugin_under_ddp_matches_one_process(tmp_path):
+    "2 gloo processes (batch 16 each) vs one (batch 32): rank 0 estimates at every checkpoint step, on the weights the\n"
+    "single process has there (equal up to the all-reduce's rounding) and with the same SGLD batch (the global one), so its\n"
+    "rows equal the single process's; rank 1 estimates nothing, and a resumed DDP run keeps rank 0's rows."
+    from lcc_nb.distributed import launch
+    torch.set_num_threads(1)
+    single, = _fit_digits_with_llc(32)
+    ranks = launch(_fit_digits_with_llc, 16, str(tmp_path / "ddp"), nprocs=2, backend="gloo", start_method="fork")
+    for k, v in single["weights"].items(): torch.testing.assert_close(ranks[0]["weights"][k], v, rtol=1e-5, atol=1e-6)
+    steps = [r["step"] for r in single["rows"]]
+    assert steps == [0, 5, 16, 32] and single["calls"] == 4                     # 16 steps per epoch: checkpoints 0, 5 and epoch ends
+    assert [r["step"] for r in ranks[0]["rows"]] == steps and ranks[0]["calls"] == 4
+    assert ranks[1]["calls"] == 0 and ranks[1]["rows"] == []                     # no duplicated work on rank 1
+    for ours, theirs in zip(ranks[0]["rows"], single["rows"]):
+        assert ours["nbeta"] == pytest.approx(32 / math.log(32))                   # m = the global batch, as in one process
+        assert ours["init_loss"] == pytest.approx(theirs["init_loss"], rel=1e-5)
+        np.testing.assert_allclose(ours["per_chain"], theirs["per_chain"], rtol=1e-3, atol=1e-3)
+    assert ranks[0]["history"] == pytest.approx(single["history"], rel=1e-3) and ranks[1]["history"] == ranks[0]["history"]
+    saved = load_checkpoint(sorted((tmp_path / "ddp" / "checkpoints").glob("step-*.pt"))[-1])["plugins"]["LLCPlugin"]["rows"]
+    assert [r["step"] for r in saved] == steps                                   # rank 0's rows travel in the checkpoint
