@@ -13,9 +13,9 @@ from .core import LccError, ChoiceError, atomic_save_json, atomic_write, check_c
 
 # %% auto #0
 __all__ = ['PATH_PARAMETERS', 'runs_folder', 'list_run_notebooks', 'find_notebook', 'notebook_parameters', 'notebook_command',
-           'accepted_parameters', 'check_parameters', 'RunError', 'run_notebook', 'callers_paths', 'read_metrics',
-           'grid_runs', 'run_name', 'sweep', 'executed_parameters', 'sweep_figure', 'write_report', 'subset_preset',
-           'latent_scores', 'pixel_baselines', 'parse_grid']
+           'accepted_parameters', 'check_parameters', 'RunError', 'run_notebook', 'recipe_parameters', 'callers_paths',
+           'read_metrics', 'grid_runs', 'run_name', 'sweep', 'executed_parameters', 'sweep_figure', 'write_report',
+           'subset_preset', 'latent_scores', 'pixel_baselines', 'parse_grid']
 
 # %% ../nbs/17_runs.ipynb #93ae5162
 def runs_folder() -> Path:
@@ -88,7 +88,7 @@ def run_notebook(name:str|Path, # run notebook name or path
     source = find_notebook(name)
     params = dict(params or {})
     check_parameters(source, params)
-    params = callers_paths(params)
+    params = {**recipe_parameters(source, params), **callers_paths(params)}
     out_dir = Path(out_dir).resolve(); out_dir.mkdir(parents=True, exist_ok=True)
     if "out_dir" in notebook_parameters(source): params["out_dir"] = str(out_dir)
     executed = out_dir/"notebook.ipynb"
@@ -102,6 +102,19 @@ def run_notebook(name:str|Path, # run notebook name or path
             raise RunError(f"run notebook {source.stem!r} failed in cell {e.cell_index}: {e.ename}: {e.evalue}. "
                            f"The partially executed notebook is {executed}", executed) from e
     return read_metrics(out_dir)
+
+def recipe_parameters(name:str|Path, # run notebook name or path
+                      params:dict # the parameters the caller gives
+                     ) -> dict:
+    "The chosen recipe's values of the notebook's parameters that `params` leaves out: a recipe wins over the parameters cell, a given parameter over the recipe."
+    defaults, command = notebook_parameters(name), notebook_command(name)
+    recipe = params.get("recipe", defaults.get("recipe"))
+    if command is None or recipe in (None, defaults.get("recipe")): return {}
+    from lcc_nb.cli import find_command, load
+    from lcc_nb.config import get_recipe
+    method = find_command(command)
+    load(method.roles)   # importing the method's config module registers its recipes
+    return {k: v for k, v in get_recipe(method.method, recipe).settings.items() if k in defaults and k not in params}
 
 PATH_PARAMETERS = ("root", "checkpoint", "checkpoint_dir", "encoder_weight", "pretrained")
 

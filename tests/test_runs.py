@@ -128,3 +128,12 @@ def test_every_assignment_of_a_parameters_cell_is_a_parameter(name):
                 if "parameters" in c.get("metadata", {}).get("tags", []))
     assigned = [t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets]
     assert list(notebook_parameters(name)) == assigned, f"{name}: papermill sees {list(notebook_parameters(name))}"
+
+def test_a_recipe_replaces_the_parameters_cell_and_a_given_parameter_wins(tmp_path):
+    from lcc_nb.runs import executed_parameters
+    metrics = run_notebook("contrastive_disentangling", {"recipe": "fashion_mnist", "smoke": True, "eval_every": 1}, tmp_path,
+                           progress=False)
+    used = executed_parameters(tmp_path, {})
+    assert used["model_options"] == {"width": 16} and used["epochs"] == 9, used   # the recipe's, not the cell's {} and 50
+    assert used["eval_every"] == 1 and used["recipe"] == "fashion_mnist", used      # given: wins over the recipe's 0
+    assert "nmi_backbone" in metrics
