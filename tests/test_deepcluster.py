@@ -172,3 +172,14 @@ def test_pretrained_model_brings_its_own_preprocessing(tmp_path):
     assert run.plugin.eval_data[0][0].shape == (3, 32, 32) and run.plugin.train_data[0][0].shape == (3, 32, 32)
     plain = build_deepcluster(run_configs("deepcluster", DEEPCLUSTER_ROLES, settings={**SMALL, "epochs": 1}))[1]
     assert plain.inputs == "the dataset's statistics" and plain.eval_data[0][0].shape == (1, 8, 8)
+
+
+def test_fashion_mnist_recipe_validates_and_runs():
+    "The `fashion_mnist` recipe (bench/deepcluster_fashion_mnist.py) builds valid configs and trains, here on digits for one epoch."
+    configs = run_configs("deepcluster", DEEPCLUSTER_ROLES, "fashion_mnist")
+    assert (configs["data"].dataset, configs["model"].model, configs["config"].k, configs["config"].pca_dim) == ("fashion_mnist", "lcc/small_cnn", 10, 16)
+    assert (configs["config"].hflip, configs["config"].min_crop_scale, configs["train"].scheduler) == (False, 0.5, "cosine")
+    run = run_deepcluster(recipe="fashion_mnist", dataset="digits", epochs=1, progress=False)
+    assert run.results["config"]["train"]["scheduler"] == "cosine" and run.results["config"]["config"]["pca_dim"] == 16
+    assert not run.metrics["collapsed"] and run.metrics["clusters_non_empty"] == 10
+    assert run.metrics["nmi"] > 0.5                                     # measured 0.713 (untrained 0.630) on digits after one epoch
