@@ -264,3 +264,15 @@ def test_llc_plugin_under_ddp_matches_one_process(tmp_path):
     assert ranks[0]["history"] == pytest.approx(single["history"], rel=1e-3) and ranks[1]["history"] == ranks[0]["history"]
     saved = load_checkpoint(sorted((tmp_path / "ddp" / "checkpoints").glob("step-*.pt"))[-1])["plugins"]["LLCPlugin"]["rows"]
     assert [r["step"] for r in saved] == steps                                   # rank 0's rows travel in the checkpoint
+
+
+def test_mala_transient_from_w0_on_the_localising_gaussian():
+    "Issue #14: on U = γ/2‖w − w₀‖² the MALA log-ratio is (εγ²/8)(‖w−w₀‖² before − after), so the first steps away from w₀ have ≈ −ε²γ²D/8."
+    from lcc_nb.llc_estimator import mala_acceptance_prob
+    D, eps, gamma, g = 200_000, 1e-5, 1e3, torch.Generator().manual_seed(0)
+    x0 = torch.zeros(D, dtype=torch.float64)                       # the chain starts at w₀ (no burn-in)
+    x1 = x0 - eps / 2 * gamma * x0 + math.sqrt(eps) * torch.randn(D, generator=g, dtype=torch.float64)
+    accept = mala_acceptance_prob(x0, x1, gamma * x0, gamma * x1, gamma / 2 * x0 @ x0, gamma / 2 * x1 @ x1, eps)
+    exact = eps * gamma**2 / 8 * (x0 @ x0 - x1 @ x1)
+    assert math.isclose(math.log(accept.item()), exact.item(), rel_tol=1e-9)
+    assert math.isclose(exact.item(), -eps**2 * gamma**2 * D / 8, rel_tol=0.02)   # ≈ −2.5 here; −140 at the ResNet-18's D = 11.2 M
