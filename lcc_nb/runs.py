@@ -97,7 +97,7 @@ def run_notebook(name:str|Path, # run notebook name or path
     with _run_lock, _callers_data_root():
         try:
             pm.execute_notebook(str(source), str(executed), parameters=params, kernel_name=kernel_name,
-                                execution_timeout=cell_timeout, cwd=str(cwd or out_dir), **_progress_kwargs(progress))
+                                execution_timeout=cell_timeout, cwd=str(cwd or out_dir), **_progress_kwargs(progress, out_dir))
         except PapermillExecutionError as e:
             raise RunError(f"run notebook {source.stem!r} failed in cell {e.cell_index}: {e.ename}: {e.evalue}. "
                            f"The partially executed notebook is {executed}", executed) from e
@@ -138,10 +138,20 @@ def _callers_data_root():
     finally:
         if found is not None: os.environ.pop("LCC_NB_DATA", None)
 
-def _progress_kwargs(progress:bool) -> dict:
+def _progress_kwargs(progress:bool, out_dir:Path) -> dict:
     "papermill's arguments that show (or hide) the executing cell and the notebook's streamed output."
-    if not progress: return dict(progress_bar=False, extra_arguments=["--IPKernelApp.log_level=ERROR"])  # the kernel's start-up warnings too
+    if not progress: return dict(progress_bar=False, extra_arguments=["--IPKernelApp.log_level=ERROR"],   # the kernel's start-up warnings too
+                                 kernel_manager_class=_kernel_logging_to(out_dir/"kernel.log"))
     return dict(progress_bar=True, stdout_file=sys.stdout, stderr_file=sys.stderr)
+
+def _kernel_logging_to(path:Path) -> type:
+    "A kernel manager whose kernel process writes its own stderr (start-up and shutdown logs, tracebacks) to `path`, not the terminal."
+    from jupyter_client.manager import AsyncKernelManager
+    class KernelLoggingToFile(AsyncKernelManager):
+        async def _async_start_kernel(self, **kw):
+            with open(path, "ab") as log: return await super()._async_start_kernel(**{"stderr": log, **kw})
+        start_kernel = _async_start_kernel
+    return KernelLoggingToFile
 
 def read_metrics(out_dir:str|Path) -> dict:
     "The `metrics.json` a run wrote into `out_dir` ({} if none)."

@@ -79,6 +79,7 @@ def test_cli_progress_and_quiet(tmp_path):
     quiet = cli("run", nb, "-p", "a", "5", "--out-dir", tmp_path/"quiet", "--quiet")
     assert quiet.stdout == f"{json.dumps({'score': 51}, indent=2)}\noutputs in {(tmp_path/'quiet').resolve()}\n", quiet.stdout
     assert _ours(quiet.stderr) == "", quiet.stderr
+    assert (tmp_path/"quiet"/"kernel.log").exists(), "--quiet: the kernel process's own stderr goes to kernel.log"
     loud = cli("sweep", nb, "--grid", "a=1,2", "-p", "b", "3", "--out-dir", tmp_path/"sweep_loud")
     assert "run 1/2: a=1" in loud.stderr and "run 2/2: a=2" in loud.stderr and "scored 23" in loud.stdout, loud
     quiet = cli("sweep", nb, "--grid", "a=1,2", "-p", "b", "3", "--out-dir", tmp_path/"sweep_quiet", "--quiet")
