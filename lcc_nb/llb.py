@@ -342,7 +342,7 @@ class LLBRun:
     "What `run_llb` returns."
     model: LLBModel # the trained model (last weights)
     train: TrainResult # the loop's result: history, checkpoints, test metrics of the best weights
-    metrics: dict # test metrics of the best validation checkpoint, best_val_acc, best_step, epochs, steps, time_s
+    metrics: dict # test metrics of the best validation checkpoint, best_<monitor> (e.g. best_val_acc), best_step, epochs, steps, time_s
     results: dict # the run's record, as written to out_dir/results.json
     configs: dict # {role: config} of the run
 
@@ -377,9 +377,9 @@ def _run_llb(configs:dict) -> LLBRun:
     loop = replace(loop, find_unused_parameters=loop.find_unused_parameters or not llb.freeze)
     trainer = Trainer(model, train_set, val_set, test_set, loop, plugins=[LLBPlugin(llb.lam)], record={"method": "llb", "configs": configs})
     result = trainer.fit()
-    metrics = {**result.test_metrics, "best_val_acc": result.best_metric, "best_step": result.best_step,
-               "epochs": result.epochs, "steps": result.step, "time_s": result.time_s}
-    return LLBRun(model, result, metrics, trainer.write_results({"best_val_acc": result.best_metric, "inputs": repr(inputs)}), configs)
+    best = {f"best_{loop.monitor}": result.best_metric}   # the monitored value, under its own name (val_loss is not an accuracy)
+    metrics = {**result.test_metrics, **best, "best_step": result.best_step, "epochs": result.epochs, "steps": result.step, "time_s": result.time_s}
+    return LLBRun(model, result, metrics, trainer.write_results({**best, "inputs": repr(inputs)}), configs)
 
 def run_llb(config:LLBConfig|dict|None=None, # LLB's own settings
             train:TrainConfig|dict|None=None, # the loop's settings (devices > 1: that many DDP processes)

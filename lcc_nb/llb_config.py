@@ -13,7 +13,7 @@ from .parity import Behaviour, Original, register_parity
 from .train_config import TrainConfig
 
 # %% auto #0
-__all__ = ['METHODS', 'ENCODERS', 'VIT_SIZES', 'LLB_ROLES', 'LLB_SKIPPED', 'LLBConfig']
+__all__ = ['METHODS', 'ENCODERS', 'VIT_SIZES', 'LLB_ROLES', 'LLB_SKIPPED', 'FASHION_MNIST_VIT', 'LLBConfig']
 
 # %% ../nbs/15a_llb_config.ipynb #8b2a10a3
 _IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -106,6 +106,16 @@ register_recipe("llb", "reference", "The IlminKang/LLB README command: ViT-B aug
                 eval_batch_size=250, every_epoch=True, preprocessing="dataset", encoder="vit",
                 vit_size="base", transfer=True, freeze=True, alpha=0.8, num_nvit_layers=6, target_layer=11, object_size=2048,
                 temperature=0.1, randaugment=True);
+
+# %% ../nbs/15a_llb_config.ipynb #b6267ae5
+FASHION_MNIST_VIT = {"patch_size": 7, "depth": 4, "embed_dim": 64, "num_heads": 4}   # 28×28 → 16 patch tokens
+_FASHION_MNIST = dict(dataset="fashion_mnist", image_size=28, in_chans=1, crop_pct=1.0, backbone="timm/vit_tiny_patch16_224",
+                      backbone_config=FASHION_MNIST_VIT, transfer=True, target_layer=3, object_size=32, num_nvit_layers=2, alpha=0.8,
+                      randaugment=False, epochs=10, batch_size=32, lr=1e-3, scheduler="cosine", scheduler_interval="epoch", monitor="val_loss", seed=0)
+register_recipe("llb", "fashion_mnist", "LLB on Fashion-MNIST at a CPU budget (bench/llb_fashion_mnist.py): a tiny ViT (patch 7 → 16 tokens, "
+                "4 blocks of width 64) trained by the llb run notebook and frozen, the branch after block 3 (32 latent objects, 2 blocks), "
+                "α 0.8, 10 epochs of Adam 1e-3 on batches of 32 with a per-epoch cosine, no RandAugment, the checkpoint picked on the "
+                "ensemble's validation NLL (a tenth of the training split)", **{**_ARGPARSE, **_FASHION_MNIST});
 
 # %% ../nbs/15a_llb_config.ipynb #3a507b2d
 _GENERAL, _README = "utils/general.py get_args_parser", "README train command"
