@@ -94,7 +94,7 @@ EXPECTED_METRICS = {
     "llc_checkpoints": {"llc_mean", "llc_std", "seconds"},
     "deepcluster": {"nmi", "ari", "acc", "seconds"},
     "contrastive_disentangling": {"nmi_backbone", "nmi_heads", "seconds"},
-    "llb": {"test_acc", "seconds"},
+    "llb": {"test_acc", "test_acc_alpha_0.5", "seconds"},   # the best checkpoint re-scored at other_alphas
     "explore_latents": {"nmi", "seconds"},
     "use_trained_model": {"linear_probe_acc", "nmi", "seconds"},
     "compare_methods": {f"{row}_{score}" for row in ("pixels", "pixels_pca", "ce", "lcc", "deepcluster", "cd", "llb")
@@ -119,6 +119,9 @@ def test_run_notebook_smoke(name, tmp_path):
         assert report.count("Plotly.newPlot") == 5 and "raw pixels + k-means" in report and "LCC on fc1" in report
         assert all(0 <= metrics[f"{row}_nmi"] <= 1 for row in ("pixels", "ce", "lcc", "deepcluster", "cd", "llb")), metrics
         assert metrics["ce_test_acc"] > 0.5, metrics   # one epoch on digits: well above chance (0.1)
+        import csv
+        latents = {row["key"]: row["latent"] for row in csv.DictReader(open(tmp_path/name/"comparison.csv"))}
+        assert latents["cd"] == "backbone", latents   # the features CD's heads see (after the ReLU), not the pre-ReLU fc1
 
 @pytest.mark.parametrize("name", list_run_notebooks())
 def test_every_assignment_of_a_parameters_cell_is_a_parameter(name):
